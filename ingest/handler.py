@@ -1,0 +1,120 @@
+"""Pure message handling: one MQTT message in, rows / quarantine entries out.
+
+No MQTT or database code here; the worker feeds it messages and writes what it
+returns.
+
+>>> from contract import v1
+>>> from ingest.registry import DeviceInfo
+>>> h = MessageHandler(lambda t, d: DeviceInfo(7, "bin_fill", "active") if d == "bin-0001" else None)
+>>> raw = v1.encode_json("bin-0001", 1767225600, 3, [("fill", 500, 0)])
+>>> out = h.handle("ss/v1/demo/bin-0001/up", raw, received_ms=1767225601000)
+>>> out.rows, out.seq, out.quarantine
+([(1767225600000, 7, 2, 0.5)], (7, 3, 1, 1767225601000), None)
+>>> h.handle("ss/v1/demo/bin-9999/up", raw, received_ms=1767225601000).quarantine.reason_code
+'unknown_device'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from contract import v1
+from contract.decode import PackError, decode
+from ingest.registry import DeviceInfo
+from ingest.store import QuarantineRow
+
+
+@dataclass(slots=True)
+class Handled:
+    channel: str = ""
+    device_pk: int | None = None
+    rows: list[tuple[int, int, int, float]] = field(default_factory=list)
+    quarantine: QuarantineRow | None = None
+    #: (device pk, seq, readings, received ms) when the pack carried a batch counter
+    seq: tuple[int, int, int, int] | None = None
+    #: (state, firmware, next_wake) from a status message
+    status: tuple[str, str, int] | None = None
+    duplicates_in_pack: int = 0
+    #: kept so a batch the database refuses can be retried message by message
+    topic: str = ""
+    payload: bytes = b""
+
+
+class _Status(msgspec.Struct):
+    state: str
+    fw: str
+    t: int
+    next_wake: int = 0
+
+
+_STATES = {"online", "sleeping", "offline"}
+
+
+class MessageHandler:
+    """Turns (topic, payload) into what to store. Never raises on bad input."""
+
+    def __init__(self, lookup: Callable[[str, str], DeviceInfo | None]) -> None:
+        self._lookup = lookup
+
+    def handle(self, topic: str, payload: bytes, received_ms: int) -> Handled:
+        out = Handled()
+        try:
+            tenant, dev, channel = v1.parse_topic(topic)
+        except ValueError as e:
+            out.quarantine = QuarantineRow(topic, None, None, "bad_topic", str(e), payload)
+            return out
+        out.channel = channel
+        info = self._lookup(tenant, dev)
+        if info is None:
+            out.quarantine = QuarantineRow(topic, tenant, dev, "unknown_device",
+                                           f"device {dev!r} is not registered for tenant {tenant!r}", payload)
+            return out
+        if info.status not in ("active", "provisioned"):
+            out.quarantine = QuarantineRow(topic, tenant, dev, "device_not_active",
+                                           f"device {dev!r} is {info.status}", payload)
+            return out
+        out.device_pk = info.pk
+        if channel == v1.UP:
+            self._up(out, topic, tenant, dev, info, payload, received_ms)
+        elif channel == v1.STATUS:
+            self._status(out, topic, tenant, dev, payload)
+        else:
+            out.quarantine = QuarantineRow(topic, tenant, dev, "bad_channel",
+                                           f"ingest does not accept the {channel!r} channel", payload)
+        return out
+
+    def _up(self, out: Handled, topic: str, tenant: str, dev: str, info: DeviceInfo, payload: bytes,
+            received_ms: int) -> None:
+        try:
+            pack = decode(payload, device_id=dev, received_ms=received_ms, kind=info.kind)
+        except PackError as e:
+            out.quarantine = QuarantineRow(topic, tenant, dev, e.code, e.detail, payload)
+            return
+        pk = info.pk
+        out.rows = [(r.time_ms, pk, r.metric_id, r.value) for r in pack.readings]
+        out.duplicates_in_pack = pack.duplicates
+        if pack.seq is not None:
+            out.seq = (pk, pack.seq, len(pack.readings), received_ms)
+        if pack.rejects:
+            first = pack.rejects[0]
+            more = f" (and {len(pack.rejects) - 1} more)" if len(pack.rejects) > 1 else ""
+            out.quarantine = QuarantineRow(
+                topic, tenant, dev, "records_rejected",
+                f"{len(pack.rejects)} of {len(pack.rejects) + len(pack.readings) + pack.duplicates} records rejected: "
+                f"record {first.index}: {first.code}: {first.detail}{more}",
+                payload, [{"index": r.index, "code": r.code, "detail": r.detail} for r in pack.rejects])
+
+    def _status(self, out: Handled, topic: str, tenant: str, dev: str, payload: bytes) -> None:
+        try:
+            st = msgspec.json.decode(payload, type=_Status)
+            if st.state not in _STATES:
+                raise ValueError(f"state must be one of {sorted(_STATES)}")
+            if len(st.fw) > 32:
+                raise ValueError("firmware version longer than 32 characters")
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            out.quarantine = QuarantineRow(topic, tenant, dev, "bad_status", f"bad status payload: {e}", payload)
+            return
+        out.status = (st.state, st.fw, st.next_wake)

@@ -1,0 +1,152 @@
+"""Versioned, idempotent SQL migrations (``streetsense db migrate``).
+
+Files in ``ingest/schema`` are ``NNNN_name.sql`` (both storage variants) or
+``NNNN_name.plain.sql`` / ``NNNN_name.timescale.sql`` (one per variant). The
+variant is chosen once, on the first migration, and recorded: TimescaleDB when
+the server offers the extension (unless ``timescale="off"``), plain PostgreSQL
+partitions otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import psycopg
+
+from contract import v1
+
+SCHEMA_DIR = Path(__file__).parent / "schema"
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(plain|timescale))?\.sql$")
+LOCK_KEY = 0x5757_0001
+
+Variant = Literal["plain", "timescale"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    variant: str | None
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text()
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+
+
+def migrations(variant: Variant) -> list[Migration]:
+    """The migrations that apply to ``variant``, in order."""
+    out = []
+    for p in sorted(SCHEMA_DIR.glob("*.sql")):
+        m = _FILE.match(p.name)
+        if not m:
+            raise ValueError(f"badly named migration {p.name}")
+        if m.group(3) in (None, variant):
+            out.append(Migration(int(m.group(1)), m.group(2), m.group(3), p))
+    versions = [m.version for m in out]
+    if len(versions) != len(set(versions)):
+        raise ValueError(f"duplicate migration versions for {variant}: {versions}")
+    return out
+
+
+def storage_variant(conn: psycopg.Connection) -> Variant | None:
+    """The variant recorded by an earlier migrate, or None on a fresh database."""
+    row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return None
+    row = conn.execute("SELECT variant FROM schema_migrations WHERE variant IS NOT NULL LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def _choose_variant(conn: psycopg.Connection, timescale: str) -> Variant:
+    if timescale == "off":
+        return "plain"
+    available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+    if available:
+        return "timescale"
+    if timescale == "on":
+        raise RuntimeError("timescale=on but this PostgreSQL server has no timescaledb extension")
+    return "plain"
+
+
+def migrate(conn: psycopg.Connection, *, timescale: str = "auto", retention_days: int = 730) -> list[str]:
+    """Apply pending migrations; return the names applied. Safe to run concurrently and repeatedly."""
+    conn.autocommit = True
+    conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+    try:
+        conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+            version integer PRIMARY KEY, name text NOT NULL, variant text,
+            checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())""")
+        variant = storage_variant(conn) or _choose_variant(conn, timescale)
+        if variant == "timescale":
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        applied = {r[0]: r[1] for r in conn.execute("SELECT version, checksum FROM schema_migrations")}
+        done = []
+        for m in migrations(variant):
+            if m.version in applied:
+                if applied[m.version] != m.checksum:
+                    raise RuntimeError(f"migration {m.version}_{m.name} changed after it was applied")
+                continue
+            with conn.transaction():
+                conn.execute(m.sql)
+                conn.execute("INSERT INTO schema_migrations (version, name, variant, checksum) VALUES (%s, %s, %s, %s)",
+                             (m.version, m.name, m.variant, m.checksum))
+            done.append(f"{m.version:04d}_{m.name}" + (f".{m.variant}" if m.variant else ""))
+        _sync_metrics(conn)
+        _policies(conn, variant, retention_days)
+        return done
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+
+def _sync_metrics(conn: psycopg.Connection) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO metrics (id, name, unit, decimals, min_value, max_value, kinds)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, unit = EXCLUDED.unit,
+                 decimals = EXCLUDED.decimals, min_value = EXCLUDED.min_value,
+                 max_value = EXCLUDED.max_value, kinds = EXCLUDED.kinds""",
+            [(m[0], m[1], m[2], m[3], m[4], m[5], m[6]) for m in v1.METRICS])
+
+
+def _policies(conn: psycopg.Connection, variant: Variant, retention_days: int) -> None:
+    if variant == "timescale":
+        conn.execute("SELECT add_compression_policy('readings', interval '7 days', if_not_exists => true)")
+        conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
+        conn.execute("SELECT add_retention_policy('readings', make_interval(days => %s), if_not_exists => true)",
+                     (retention_days,))
+        for view, start, every in (("readings_hourly", "35 days", "5 minutes"), ("readings_daily", "400 days", "1 hour")):
+            conn.execute(f"""SELECT add_continuous_aggregate_policy('{view}', start_offset => interval '{start}',
+                             end_offset => NULL, schedule_interval => interval '{every}', if_not_exists => true)""")
+    else:
+        maintain_plain(conn, retention_days)
+
+
+def maintain_plain(conn: psycopg.Connection, retention_days: int) -> dict[str, int]:
+    """Plain-PostgreSQL housekeeping: partitions ahead, retention, rollups."""
+    # Monthly partitions cover the retention window and three months ahead;
+    # anything older (a device's very late burst) lands in the default partition.
+    made = conn.execute("SELECT ss_ensure_partitions(now() - make_interval(days => %s), now() + interval '3 months')",
+                        (retention_days,)).fetchone()[0]
+    dropped = conn.execute("SELECT ss_drop_partitions_before(now() - make_interval(days => %s))",
+                           (retention_days,)).fetchone()[0]
+    conn.execute("DELETE FROM readings_default WHERE time < now() - make_interval(days => %s)", (retention_days,))
+    hours = conn.execute("SELECT ss_refresh_rollups()").fetchone()[0]
+    return {"partitions_created": made, "partitions_dropped": dropped, "hours_refreshed": hours}
+
+
+def maintain(conn: psycopg.Connection, retention_days: int = 730) -> dict[str, int]:
+    """Periodic housekeeping for whichever variant the database uses."""
+    conn.autocommit = True
+    if storage_variant(conn) == "plain":
+        return maintain_plain(conn, retention_days)
+    return {}
