@@ -19,7 +19,6 @@ acknowledge a message that was not stored.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -77,7 +76,9 @@ class IngestWorker:
 
     def __init__(self, cfg: IngestConfig, on_commit: Callable[[WriteResult, int], None] | None = None) -> None:
         self.cfg = cfg
-        self.client_id = cfg.client_id or f"{cfg.group}-{socket.gethostname()}-{os.getpid()}"
+        # Stable per worker slot: a restarted worker resumes its own persistent
+        # session and receives what the broker queued for it while it was down.
+        self.client_id = cfg.client_id or f"{cfg.group}-{socket.gethostname()}-0"
         self.on_commit = on_commit
         self.registry = DeviceRegistry(lambda: psycopg.connect(cfg.database_url))
         self.handler = MessageHandler(self.registry.get)

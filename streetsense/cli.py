@@ -1,6 +1,47 @@
+"""The one command line: ``streetsense …`` (Typer).
+
+Imports are lazy so ``streetsense --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-app = typer.Typer(help="StreetSense command line.")
+from streetsense import logs
+from streetsense.settings import get_settings
+
+app = typer.Typer(help="StreetSense: sensor infrastructure for local councils.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema and housekeeping.", no_args_is_help=True)
+ingest_app = typer.Typer(help="The MQTT → PostgreSQL ingest service.", no_args_is_help=True)
+api_app = typer.Typer(help="The HTTP API.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print their figures as JSON.", no_args_is_help=True)
+firmware_app = typer.Typer(help="Firmware build and energy budget.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(api_app, name="api")
+app.add_typer(bench_app, name="bench")
+app.add_typer(firmware_app, name="firmware")
+
+
+def _setup() -> None:
+    s = get_settings()
+    logs.configure(s.log_level, s.log_json)
+
+
+def _database_url() -> str:
+    url = get_settings().database_url
+    if not url:
+        raise typer.BadParameter("DATABASE_URL is not set (or use `streetsense demo`, which starts an embedded one)")
+    return url
 
 
 @app.command()
@@ -9,3 +50,131 @@ def version() -> None:
     from streetsense import __version__
 
     print(__version__)
+
+
+# --- db ---------------------------------------------------------------------
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (idempotent)."""
+    import psycopg
+
+    from ingest.migrate import migrate
+
+    _setup()
+    s = get_settings()
+    with psycopg.connect(_database_url()) as conn:
+        done = migrate(conn, timescale=s.timescale, retention_days=s.retention_days)
+    print(json.dumps({"applied": done}))
+
+
+@db_app.command("maintain")
+def db_maintain() -> None:
+    """Housekeeping: partitions ahead, retention, rollup refresh (plain PostgreSQL)."""
+    import psycopg
+
+    from ingest.migrate import maintain
+
+    _setup()
+    with psycopg.connect(_database_url()) as conn:
+        print(json.dumps(maintain(conn, get_settings().retention_days)))
+
+
+# --- ingest -----------------------------------------------------------------
+
+def _run_worker(database_url: str, mqtt_url: str, shared: bool, metrics_port: int, slot: int = 0) -> None:
+    from ingest.worker import IngestConfig, IngestWorker
+
+    _setup()
+    s = get_settings()
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    import socket
+
+    cfg = IngestConfig(database_url, mqtt_url, group=s.ingest_group, shared=shared,
+                       client_id=f"{s.ingest_client_prefix or s.ingest_group + '-' + socket.gethostname()}-{slot}",
+                       batch_readings=s.ingest_batch_readings, batch_ms=s.ingest_batch_ms,
+                       receive_maximum=s.ingest_receive_maximum,
+                       use_copy={"auto": None, "on": True, "off": False}[s.ingest_use_copy])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    IngestWorker(cfg).run(stop)
+
+
+@ingest_app.command("run")
+def ingest_run(workers: Annotated[int, typer.Option(help="worker processes sharing the subscription")] = 1,
+               metrics_port: Annotated[int, typer.Option(help="Prometheus port of the first worker (0 = off)")] = 0,
+               no_shared: Annotated[bool, typer.Option(help="plain subscription (brokers without $share)")] = False) -> None:
+    """Consume telemetry from MQTT_URL into DATABASE_URL until stopped."""
+    s = get_settings()
+    if not s.mqtt_url:
+        raise typer.BadParameter("MQTT_URL is not set")
+    db = _database_url()
+    if workers == 1:
+        _run_worker(db, s.mqtt_url, not no_shared, metrics_port)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_run_worker, args=(db, s.mqtt_url, True, metrics_port + i if metrics_port else 0, i))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+            p.join()
+
+
+# --- api --------------------------------------------------------------------
+
+@api_app.command("run")
+def api_run(host: Optional[str] = None, port: Optional[int] = None) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    _setup()
+    s = get_settings()
+    uvicorn.run(create_app(_database_url()), host=host or s.api_host, port=port or s.api_port, log_level="warning")
+
+
+# --- demo -------------------------------------------------------------------
+
+@app.command()
+def demo(bins: Annotated[int, typer.Option(help="simulated bin-fill sensors")] = 200,
+         speed: Annotated[float, typer.Option(help="simulated seconds per real second")] = 600.0,
+         port: Annotated[int, typer.Option(help="API port (0 = any free port)")] = 0,
+         duration: Annotated[float, typer.Option(help="stop after this many seconds (0 = until Ctrl-C)")] = 0.0,
+         data_dir: Annotated[Optional[Path], typer.Option(help="where embedded services keep data")] = None) -> None:
+    """The whole pipeline on embedded defaults: broker, database, ingest, API and a simulated fleet."""
+    from streetsense.demo import run_demo
+
+    _setup()
+    s = get_settings()
+    sys.exit(run_demo(s, bins=bins, speed=speed, port=port, duration=duration, data_dir=data_dir or s.data_dir))
+
+
+# --- bench ------------------------------------------------------------------
+
+@bench_app.command("ingest")
+def bench_ingest(readings: Annotated[int, typer.Option(help="readings to publish")] = 500_000,
+                 pack: Annotated[int, typer.Option(help="readings per SenML pack")] = 50,
+                 workers: Annotated[int, typer.Option(help="ingest worker processes")] = 1,
+                 json_out: Annotated[bool, typer.Option("--json", help="print JSON only")] = False) -> None:
+    """End-to-end durable ingest rate vs raw binary COPY and a naive baseline."""
+    from streetsense.bench_ingest import run_bench
+
+    _setup()
+    s = get_settings()
+    res = run_bench(s, readings=readings, pack=pack, workers=workers, progress=not json_out)
+    print(json.dumps(res, indent=None if json_out else 2))
+
+
+def main() -> None:  # pragma: no cover
+    app()

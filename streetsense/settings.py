@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     retention_days: int = 730
 
     ingest_group: str = "ingest"
+    #: MQTT client ids are "<prefix>-<slot>"; keep them stable so a restarted
+    #: worker resumes its persistent session. Default "<group>-<hostname>".
+    ingest_client_prefix: str | None = None
     ingest_batch_readings: int = 5000
     ingest_batch_ms: int = 200
     #: MQTT 5 Receive Maximum: unacknowledged messages the broker may send a worker.
