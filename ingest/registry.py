@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import NamedTuple
 
 import psycopg
@@ -21,7 +22,8 @@ class DeviceInfo(NamedTuple):
 
 
 class DeviceRegistry:
-    def __init__(self, connect: Callable[[], psycopg.Connection], min_reload_s: float = 1.0) -> None:
+    def __init__(self, connect: Callable[[], AbstractContextManager[psycopg.Connection]],
+                 min_reload_s: float = 1.0) -> None:
         self._connect = connect
         self._min_reload_s = min_reload_s
         self._devices: dict[tuple[str, str], DeviceInfo] = {}
@@ -30,7 +32,7 @@ class DeviceRegistry:
         self.reload()
 
     def reload(self) -> None:
-        with self._connect() as conn:
+        with self._connect() as conn, conn.transaction():
             rows = conn.execute("SELECT tenant, device_id, id, kind, status FROM devices").fetchall()
         self._devices = {(t, d): DeviceInfo(pk, k, s) for t, d, pk, k, s in rows}
         self._loaded_at = time.monotonic()

@@ -31,6 +31,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ingest import metrics as m
@@ -57,6 +58,8 @@ class IngestConfig:
     receive_maximum: int = 2000
     use_copy: bool | None = None
     protocol: int = mqtt.MQTTv5
+    #: database connections (1 for servers that take one connection at a time)
+    pool_size: int = 2
 
 
 @dataclass(slots=True)
@@ -80,7 +83,9 @@ class IngestWorker:
         # session and receives what the broker queued for it while it was down.
         self.client_id = cfg.client_id or f"{cfg.group}-{socket.gethostname()}-0"
         self.on_commit = on_commit
-        self.registry = DeviceRegistry(lambda: psycopg.connect(cfg.database_url))
+        self.pool = ConnectionPool(cfg.database_url, min_size=1, max_size=cfg.pool_size, open=True,
+                                   reconnect_timeout=3600, name=f"ingest-{self.client_id}")
+        self.registry = DeviceRegistry(self.pool.connection)
         self.handler = MessageHandler(self.registry.get)
         self._gen = 0
         self._open: _Open | None = None
@@ -223,7 +228,7 @@ class IngestWorker:
     # --- writer thread ---------------------------------------------------
 
     def _writer(self, stop: threading.Event) -> None:
-        store: ReadingStore | None = None
+        use_copy = self.cfg.use_copy
         while True:
             with self._cv:
                 while not self._ready and not stop.is_set():
@@ -231,16 +236,17 @@ class IngestWorker:
                 if not self._ready:
                     break
                 o = self._ready[0]
-            for attempt in Retrying(retry=retry_if_exception_type(psycopg.OperationalError),
+            for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError, PoolTimeout)),
                                     wait=wait_exponential(multiplier=0.1, max=5), reraise=True):
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         m.WRITE_ERRORS.inc()
-                        store = None
-                    if store is None:
-                        store = ReadingStore(psycopg.connect(self.cfg.database_url), self.client_id, self.cfg.use_copy)
-                    t0 = time.perf_counter()
-                    res = self._write(store, o)
+                        log.warning("database write failed, retrying", attempt=attempt.retry_state.attempt_number)
+                    with self.pool.connection() as conn:
+                        store = ReadingStore(conn, self.client_id, use_copy)
+                        use_copy = store.use_copy
+                        t0 = time.perf_counter()
+                        res = self._write(store, o)
             m.BATCH_SECONDS.observe(time.perf_counter() - t0)
             m.BATCH_READINGS.observe(res.inserted + res.duplicates)
             m.READINGS.inc(res.inserted)
@@ -258,8 +264,7 @@ class IngestWorker:
             self.stats["batches"] += 1
             if self.on_commit:
                 self.on_commit(res, len(o.handled))
-        if store is not None:
-            store.conn.close()
+        self.pool.close()
 
     def _write(self, store: ReadingStore, o: _Open) -> WriteResult:
         try:

@@ -97,7 +97,8 @@ def _run_worker(database_url: str, mqtt_url: str, shared: bool, metrics_port: in
                        client_id=f"{s.ingest_client_prefix or s.ingest_group + '-' + socket.gethostname()}-{slot}",
                        batch_readings=s.ingest_batch_readings, batch_ms=s.ingest_batch_ms,
                        receive_maximum=s.ingest_receive_maximum,
-                       use_copy={"auto": None, "on": True, "off": False}[s.ingest_use_copy])
+                       use_copy={"auto": None, "on": True, "off": False}[s.ingest_use_copy],
+                       pool_size=s.ingest_pool_size)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -121,13 +122,16 @@ def ingest_run(workers: Annotated[int, typer.Option(help="worker processes shari
              for i in range(workers)]
     for p in procs:
         p.start()
-    try:
+
+    def stop_all(*_: object) -> None:
         for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-            p.join()
+            if p.is_alive():
+                p.terminate()   # each worker commits and acks what it holds, then exits
+
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    for p in procs:
+        p.join()
 
 
 # --- api --------------------------------------------------------------------
@@ -174,6 +178,19 @@ def bench_ingest(readings: Annotated[int, typer.Option(help="readings to publish
     s = get_settings()
     res = run_bench(s, readings=readings, pack=pack, workers=workers, progress=not json_out)
     print(json.dumps(res, indent=None if json_out else 2))
+
+
+# --- firmware ---------------------------------------------------------------
+
+def _register_firmware() -> None:
+    from streetsense.firmware.build import build_command
+    from streetsense.firmware.energy import energy_command
+
+    firmware_app.command("build")(build_command)
+    firmware_app.command("energy")(energy_command)
+
+
+_register_firmware()
 
 
 def main() -> None:  # pragma: no cover

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     ingest_receive_maximum: int = 2000
     ingest_metrics_port: int = 0
     ingest_use_copy: Literal["auto", "on", "off"] = "auto"
+    #: database connections per worker (1 for servers that take one at a time)
+    ingest_pool_size: int = 2
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080

@@ -159,3 +159,49 @@ def test_limits():
     with pytest.raises(PackError) as e:
         decode(b"[" + b" " * v1.MAX_PAYLOAD + b"]", device_id="d", received_ms=0)
     assert e.value.code == "too_large"
+
+
+# --- the fast path must agree with the careful decoder -----------------------
+
+from contract.decode import decode_careful  # noqa: E402
+
+mutations = st.sampled_from(["none", "dup", "unit", "range", "future", "unknown", "bool", "base", "float_v", "int_t"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(dev=ids, bt=BT, seq=st.integers(0, 2**32 - 1), recs=records(), mutation=mutations,
+       kind=st.sampled_from([None, *v1.KINDS]))
+def test_fast_path_agrees_with_careful_decoder(dev, bt, seq, recs, mutation, kind):
+    doc = json.loads(v1.encode_json(dev, bt, seq, recs))
+    r = doc[-1]
+    if mutation == "dup":
+        doc.append(dict(doc[0], bn=None, bt=None, bseq=None))
+        for k in ("bn", "bt", "bseq"):
+            doc[-1].pop(k)
+    elif mutation == "unit":
+        r["u"] = "furlong"
+    elif mutation == "range":
+        r["v"] = 1e9
+    elif mutation == "future":
+        r["t"] = 10 * 86400
+    elif mutation == "unknown":
+        r["n"] = "humidity"
+    elif mutation == "bool":
+        r["v"] = True
+    elif mutation == "base" and len(doc) > 1:
+        r["bn"] = "x:"
+    elif mutation == "float_v":
+        r["v"] = r["v"] + 0.00049
+    elif mutation == "int_t":
+        r["t"] = int(r.get("t", 0))
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    received = (bt + 86_400) * 1000
+
+    def run(fn):
+        try:
+            p = fn(raw, device_id=dev, received_ms=received, kind=kind)
+        except PackError as e:
+            return ("error", e.code)
+        return (p.seq, p.readings, [(x.index, x.code) for x in p.rejects], p.duplicates)
+
+    assert run(decode) == run(decode_careful)

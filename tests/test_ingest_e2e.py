@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -33,7 +34,7 @@ def register(db_url: str, n: int, kind: str = "bin_fill") -> list[str]:
     with psycopg.connect(db_url) as c:
         c.execute("INSERT INTO tenants (id, name) VALUES (%s, 'Test Town') ON CONFLICT DO NOTHING", (TENANT,))
         c.cursor().executemany("INSERT INTO devices (tenant, device_id, kind) VALUES (%s, %s, %s)",
-                               [(TENANT, d, kind) for d in ids])
+                               [(TENANT, d, kind) for d in [*ids, "probe"]])
     return ids
 
 
@@ -56,7 +57,8 @@ def make_packs(devices: list[str], packs_per_device: int, per_pack: int = 20) ->
 def stored(db_url: str) -> list[tuple]:
     with psycopg.connect(db_url) as c:
         return c.execute("""SELECT d.device_id, r.metric, (extract(epoch FROM r.time) * 1000)::bigint, r.value
-                            FROM readings r JOIN devices d ON d.id = r.device_id""").fetchall()
+                            FROM readings r JOIN devices d ON d.id = r.device_id
+                            WHERE d.device_id <> 'probe'""").fetchall()
 
 
 def wait_count(db_url: str, n: int, timeout: float = 60) -> int:
@@ -64,11 +66,31 @@ def wait_count(db_url: str, n: int, timeout: float = 60) -> int:
     got = -1
     while time.monotonic() < deadline:
         with psycopg.connect(db_url) as c:
-            got = c.execute("SELECT count(*) FROM readings").fetchone()[0]
+            got = c.execute("""SELECT count(*) FROM readings r JOIN devices d ON d.id = r.device_id
+                               WHERE d.device_id <> 'probe'""").fetchone()[0]
         if got >= n:
             return got
         time.sleep(0.1)
     return got
+
+
+def wait_subscribed(db_url: str, mqtt_url: str, timeout: float = 60) -> None:
+    """Until the worker's subscription exists the broker has nobody to queue for;
+    a probe reading (device 'probe', registered with the others) that arrives in
+    the database proves it does."""
+    pub = make_client(mqtt_url, "probe", session=False)
+    deadline = time.monotonic() + timeout
+    seq = 0
+    while time.monotonic() < deadline:
+        publish_all(pub, [(v1.topic(TENANT, "probe", v1.UP), v1.encode_json("probe", BASE, seq, [("fill", 1, seq)]))])
+        seq += 1
+        time.sleep(0.3)
+        with psycopg.connect(db_url) as c:
+            if c.execute("SELECT 1 FROM readings r JOIN devices d ON d.id = r.device_id "
+                         "WHERE d.device_id = 'probe' LIMIT 1").fetchone():
+                pub.disconnect()
+                return
+    raise TimeoutError("ingest worker did not subscribe")
 
 
 @contextmanager
@@ -77,7 +99,7 @@ def worker_thread(db_url: str, mqtt_url: str, **kw) -> Iterator[IngestWorker]:
     stop = threading.Event()
     t = threading.Thread(target=w.run, args=(stop,), daemon=True)
     t.start()
-    time.sleep(0.3)
+    wait_subscribed(db_url, mqtt_url)
     try:
         yield w
     finally:
@@ -86,10 +108,10 @@ def worker_thread(db_url: str, mqtt_url: str, **kw) -> Iterator[IngestWorker]:
         assert not t.is_alive(), "worker did not stop"
 
 
-def worker_process(db_url: str, mqtt_url: str) -> subprocess.Popen:
+def worker_process(db_url: str, mqtt_url: str, log: Path) -> subprocess.Popen:
     env = dict(os.environ, DATABASE_URL=db_url, MQTT_URL=mqtt_url, STREETSENSE_INGEST_BATCH_READINGS="500")
     return subprocess.Popen([sys.executable, "-c", "from streetsense.cli import app; app()", "ingest", "run"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
 
 
 def test_publish_to_rows_exactly(db_url, broker):
@@ -103,8 +125,9 @@ def test_publish_to_rows_exactly(db_url, broker):
     assert w.stats["quarantined"] == 0
     with psycopg.connect(db_url) as c:
         # batch counters: every (device, seq) once, no gaps
-        assert c.execute("SELECT count(*) FROM batches").fetchone()[0] == len(msgs)
-        assert c.execute("SELECT count(*) FROM devices WHERE last_seq = 9 AND last_seen IS NOT NULL").fetchone()[0] == 20
+        assert c.execute("SELECT count(*) FROM batches b JOIN devices d ON d.id = b.device_id "
+                         "WHERE d.device_id LIKE 'bin-%'").fetchone()[0] == len(msgs)
+        assert c.execute("SELECT count(*) FROM devices WHERE last_seq = 9 AND last_seen IS NOT NULL AND device_id LIKE 'bin-%'").fetchone()[0] == 20
 
 
 def test_duplicates_and_reordering_store_each_reading_once(db_url, broker):
@@ -120,7 +143,8 @@ def test_duplicates_and_reordering_store_each_reading_once(db_url, broker):
     assert len(rows) == len(expected) and set(rows) == expected
     assert w.stats["duplicates"] == 30 * 20
     with psycopg.connect(db_url) as c:
-        assert c.execute("SELECT count(*) FROM batches").fetchone()[0] == len(msgs)
+        assert c.execute("SELECT count(*) FROM batches b JOIN devices d ON d.id = b.device_id "
+                         "WHERE d.device_id LIKE 'bin-%'").fetchone()[0] == len(msgs)
 
 
 def test_malformed_input_is_quarantined_with_reasons_and_worker_survives(db_url, broker):
@@ -161,11 +185,12 @@ def test_malformed_input_is_quarantined_with_reasons_and_worker_survives(db_url,
     assert set(stored(db_url)) - {(d, v1.metric("temp")[0], BASE * 1000, 21.0)} == expected
 
 
-def test_killed_worker_loses_and_doubles_nothing(db_url, broker):
+def test_killed_worker_loses_and_doubles_nothing(db_url, broker, tmp_path):
+    log = tmp_path / "worker.log"
     devices = register(db_url, 50)
     msgs, expected = make_packs(devices, 40)    # 2,000 packs, 40,000 readings
-    proc = worker_process(db_url, broker.url)
-    time.sleep(1.5)
+    proc = worker_process(db_url, broker.url, log)
+    wait_subscribed(db_url, broker.url)
     pub = make_client(broker.url, "dev-pub")
     half = len(msgs) // 2
     publish_all(pub, msgs[:half])
@@ -181,7 +206,7 @@ def test_killed_worker_loses_and_doubles_nothing(db_url, broker):
     proc.wait()
     killed_at = n
     publish_all(pub, msgs[half:])          # broker queues these for the offline session
-    proc = worker_process(db_url, broker.url)
+    proc = worker_process(db_url, broker.url, log)
     try:
         got = wait_count(db_url, len(expected), timeout=90)
         time.sleep(1.0)
@@ -189,8 +214,8 @@ def test_killed_worker_loses_and_doubles_nothing(db_url, broker):
         proc.terminate()
         proc.wait(30)
     rows = stored(db_url)
-    assert 0 < killed_at < len(expected), "the kill landed mid-stream"
-    assert got == len(expected)
+    assert 0 < killed_at < len(expected), f"the kill landed mid-stream; worker log:\n{log.read_text()[-3000:]}"
+    assert got == len(expected), f"worker log:\n{log.read_text()[-3000:]}"
     assert len(rows) == len(expected) and set(rows) == expected
 
 

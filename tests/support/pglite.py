@@ -151,7 +151,8 @@ class PGliteTimescale:
     def conninfo(self) -> str:
         """The same as :attr:`url` in libpq keyword form."""
         self._require_running()
-        return f"host={self.host} port={self.port} user={self.user} password={self.password} dbname={self.dbname}"
+        return (f"host={self.host} port={self.port} user={self.user} "
+                f"password={self.password} dbname={self.dbname}")
 
     @property
     def pid(self) -> int | None:

@@ -21,6 +21,12 @@
 // script ran to its end, the code of a SystemExit(n), 1 for any other uncaught exception,
 // 2 for a usage error.
 //
+// Stepping: if the script leaves a callable __step__ in its globals, the runner then
+// calls it again and again, each call a separate top-level run, until it returns a
+// false value.  The WebAssembly port only frees memory between top-level runs (inside
+// one, gc.collect() cannot reclaim what that run allocated), so a memory measurement
+// that needs a working GC drives its work in steps this way.
+//
 // Why it copies tests/fakes/asyncio: see tests/fakes/asyncio/README.txt (the test helper
 // maps it like any other directory and puts it first on sys.path).
 
@@ -121,6 +127,10 @@ let status = 0;
 try {
   mp.runPython(pre);
   mp.runPython(source);
+  mp.runPython("__more__ = callable(globals().get('__step__'))");
+  while (mp.globals.get('__more__')) {
+    mp.runPython("__more__ = bool(__step__())");
+  }
 } catch (e) {
   if (e && e.name === 'PythonError') {
     if (e.type === 'SystemExit') {

@@ -1,0 +1,205 @@
+"""The HTTP API (FastAPI), built by :func:`create_app`.
+
+Routes are thin: they validate input with pydantic models, run the named
+statement from :mod:`api.queries` through a psycopg pool, and shape the rows.
+"""
+
+
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Literal
+
+import psycopg
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel, Field
+
+from api import queries as q
+from api.auth import Principal, require
+from streetsense import __version__
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+Kind = Literal["bin_fill", "air", "noise", "road"]
+Board = Literal["esp32", "esp32s3", "picow", "pico2w"]
+Status = Literal["provisioned", "active", "retired", "revoked"]
+
+
+class DeviceIn(BaseModel):
+    tenant: str = Field(pattern=ID_PATTERN)
+    device_id: str = Field(pattern=ID_PATTERN)
+    kind: Kind
+    board: Board = "esp32"
+    firmware: str | None = Field(default=None, max_length=32)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    asset_id: str | None = Field(default=None, max_length=64)
+    status: Status = "provisioned"
+
+
+class DevicePatch(BaseModel):
+    board: Board | None = None
+    firmware: str | None = Field(default=None, max_length=32)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    asset_id: str | None = Field(default=None, max_length=64)
+    status: Status | None = None
+
+
+class Device(DeviceIn):
+    state: str | None = None
+    next_wake: datetime | None = None
+    last_seen: datetime | None = None
+    last_seq: int | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    storage: str | None
+    database_time: datetime
+
+
+class Point(BaseModel):
+    time: datetime
+    value: float
+
+
+class Bucket(BaseModel):
+    bucket: datetime
+    n: int
+    avg: float
+    min: float
+    max: float
+
+
+class Readings(BaseModel):
+    tenant: str
+    device_id: str
+    metric: str
+    unit: str
+    bucket: str
+    start: datetime
+    end: datetime
+    points: list[Point] | None = None
+    buckets: list[Bucket] | None = None
+
+
+def create_app(database_url: str, *, api_token: str | None = None, pool_size: int = 4) -> FastAPI:
+    """Build the app around a connection pool to ``database_url``.
+
+    ``pool_size=1`` suits servers that take one connection at a time.
+    """
+    pool = ConnectionPool(database_url, min_size=1, max_size=pool_size, open=False,
+                          kwargs={"row_factory": dict_row, "autocommit": True})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        pool.open(wait=True, timeout=30)
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(title="StreetSense API", version=__version__, lifespan=lifespan,
+                  description="Devices and readings of a StreetSense deployment.")
+    app.state.api_token = api_token
+
+    def conn() -> Iterator[psycopg.Connection]:
+        with pool.connection() as c:
+            yield c
+
+    Conn = Annotated[psycopg.Connection, Depends(conn)]
+    Reader = Annotated[Principal, Depends(require("admin", "operations", "field_engineer", "integration"))]
+    Writer = Annotated[Principal, Depends(require("admin", "field_engineer"))]
+
+    @app.get("/health", response_model=Health, tags=["system"])
+    def health(c: Conn) -> Health:
+        row = c.execute(q.HEALTH).fetchone()
+        return Health(status="ok", version=__version__, storage=row["variant"], database_time=row["now"])
+
+    @app.get("/devices", response_model=list[Device], tags=["devices"])
+    def list_devices(c: Conn, _: Reader, tenant: Annotated[str, Query(pattern=ID_PATTERN)],
+                     kind: Kind | None = None, status_: Annotated[Status | None, Query(alias="status")] = None,
+                     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+                     offset: Annotated[int, Query(ge=0)] = 0) -> list[dict]:
+        return c.execute(q.LIST_DEVICES, {"tenant": tenant, "kind": kind, "status": status_,
+                                          "limit": limit, "offset": offset}).fetchall()
+
+    @app.post("/devices", response_model=Device, status_code=status.HTTP_201_CREATED, tags=["devices"])
+    def create_device(c: Conn, _: Writer, body: DeviceIn) -> dict:
+        if c.execute(q.TENANT_EXISTS, {"tenant": body.tenant}).fetchone() is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown tenant {body.tenant!r}")
+        try:
+            return c.execute(q.INSERT_DEVICE, body.model_dump()).fetchone()
+        except psycopg.errors.UniqueViolation:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"device {body.device_id!r} already exists") from None
+        except psycopg.errors.ForeignKeyViolation:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"unknown asset {body.asset_id!r}") from None
+
+    @app.get("/devices/{tenant}/{device_id}", response_model=Device, tags=["devices"])
+    def get_device(c: Conn, _: Reader, tenant: str, device_id: str) -> dict:
+        row = c.execute(q.GET_DEVICE, {"tenant": tenant, "device_id": device_id}).fetchone()
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such device")
+        return row
+
+    @app.patch("/devices/{tenant}/{device_id}", response_model=Device, tags=["devices"])
+    def patch_device(c: Conn, _: Writer, tenant: str, device_id: str, body: DevicePatch) -> dict:
+        try:
+            row = c.execute(q.UPDATE_DEVICE, {"tenant": tenant, "device_id": device_id, **body.model_dump()}).fetchone()
+        except psycopg.errors.ForeignKeyViolation:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"unknown asset {body.asset_id!r}") from None
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such device")
+        return row
+
+    @app.delete("/devices/{tenant}/{device_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["devices"])
+    def retire_device(c: Conn, _: Writer, tenant: str, device_id: str) -> Response:
+        """Retire (never erase: its readings stay attributable). Ingest refuses it from then on."""
+        row = c.execute(q.UPDATE_DEVICE, {"tenant": tenant, "device_id": device_id, "board": None, "firmware": None,
+                                          "lat": None, "lon": None, "asset_id": None, "status": "retired"}).fetchone()
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such device")
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @app.get("/readings", response_model=Readings, response_model_exclude_none=True, tags=["readings"])
+    def readings(c: Conn, _: Reader, tenant: Annotated[str, Query(pattern=ID_PATTERN)],
+                 device: Annotated[str, Query(pattern=ID_PATTERN)], metric: Annotated[str, Query(max_length=32)],
+                 start: datetime | None = None, end: datetime | None = None,
+                 bucket: Annotated[str, Query(description="raw, 1h, 1d, or a width such as 15m")] = "raw",
+                 limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000) -> Readings:
+        try:
+            name, width = q.parse_bucket(bucket)
+        except ValueError as e:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e)) from None
+        end = _aware(end) or datetime.now(timezone.utc)
+        start = _aware(start) or end - timedelta(days=1)
+        if start >= end:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "start must be before end")
+        dev = c.execute(q.DEVICE_PK, {"tenant": tenant, "device_id": device}).fetchone()
+        if dev is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such device")
+        met = c.execute(q.METRIC_ID, {"metric": metric}).fetchone()
+        if met is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown metric {metric!r}")
+        rows = c.execute(getattr(q, name), {"pk": dev["id"], "metric_id": met["id"], "start": start, "end": end,
+                                            "limit": limit, "width": width}).fetchall()
+        out = Readings(tenant=tenant, device_id=device, metric=metric, unit=met["unit"], bucket=bucket,
+                       start=start, end=end)
+        if name == "RAW":
+            out.points = [Point(**r) for r in rows]
+        else:
+            out.buckets = [Bucket(**r) for r in rows]
+        return out
+
+    return app
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    if t is not None and t.tzinfo is None:
+        return t.replace(tzinfo=timezone.utc)
+    return t

@@ -1,0 +1,4 @@
+# StreetSense sensor node: see firmware/README.md.
+from ss import app
+
+app.main()

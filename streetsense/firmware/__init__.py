@@ -1,0 +1,1 @@
+"""Sensor-node firmware tooling (build, energy)."""
