@@ -137,8 +137,16 @@ class MosquittoBroker:
         data_dir.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def available() -> bool:
-        return shutil.which("mosquitto") is not None
+    def binary() -> str | None:
+        """Path of the mosquitto executable (Debian puts it in /usr/sbin)."""
+        found = shutil.which("mosquitto")
+        if found:
+            return found
+        return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.binary() is not None
 
     @property
     def url(self) -> str:
@@ -147,7 +155,7 @@ class MosquittoBroker:
     def start(self) -> "MosquittoBroker":
         conf = self.data_dir / "mosquitto.conf"
         conf.write_text(mosquitto_config(self.port, self.data_dir, self.extra_config))
-        self.proc = subprocess.Popen([shutil.which("mosquitto") or "mosquitto", "-c", str(conf)],
+        self.proc = subprocess.Popen([self.binary() or "mosquitto", "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_port("127.0.0.1", self.port)

