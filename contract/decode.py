@@ -68,14 +68,31 @@ class Reject:
     detail: str
 
 
+_NAMES = {m[0]: m[1] for m in v1.METRICS}
+
+
 @dataclass(slots=True)
 class DecodedPack:
+    """Accepted readings as columns (what storage wants), plus the rejects.
+
+    :attr:`readings` gives the same data as :class:`Reading` tuples.
+    """
+
     device_id: str
     seq: int | None
     content_type: str
-    readings: list[Reading] = field(default_factory=list)
+    times_ms: list[int] = field(default_factory=list)
+    metric_ids: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     duplicates: int = 0
+
+    @property
+    def readings(self) -> list[Reading]:
+        return [Reading(t, _NAMES[m], m, v) for t, m, v in zip(self.times_ms, self.metric_ids, self.values)]
+
+    def __len__(self) -> int:
+        return len(self.times_ms)
 
 
 def sniff(payload: bytes) -> str:
@@ -178,7 +195,7 @@ def _decode_fast(payload: bytes, device_id: str, received_ms: int, kind: str | N
     bt_ms = round(first.bt * 1000)
     latest = received_ms + FUTURE_SKEW_MS
     out = DecodedPack(device_id=device_id, seq=seq, content_type=v1.CT_JSON)
-    readings = out.readings
+    times, ids, values = out.times_ms, out.metric_ids, out.values
     seen: set[tuple[int, int]] = set()
     fast = _FAST
     for i, r in enumerate(recs):
@@ -205,7 +222,9 @@ def _decode_fast(payload: bytes, device_id: str, received_ms: int, kind: str | N
             out.duplicates += 1
             continue
         seen.add(key)
-        readings.append(Reading(ms, name, mid, q / scale))
+        times.append(ms)
+        ids.append(mid)
+        values.append(q / scale)
     return out
 
 
@@ -306,5 +325,7 @@ def decode_careful(payload: bytes, *, device_id: str, received_ms: int, kind: st
             out.duplicates += 1
             continue
         seen.add(key)
-        out.readings.append(Reading(ms, name, row[0], q / _POW10[row[3]]))
+        out.times_ms.append(ms)
+        out.metric_ids.append(row[0])
+        out.values.append(q / _POW10[row[3]])
     return out

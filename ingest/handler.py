@@ -8,8 +8,8 @@ returns.
 >>> h = MessageHandler(lambda t, d: DeviceInfo(7, "bin_fill", "active") if d == "bin-0001" else None)
 >>> raw = v1.encode_json("bin-0001", 1767225600, 3, [("fill", 500, 0)])
 >>> out = h.handle("ss/v1/demo/bin-0001/up", raw, received_ms=1767225601000)
->>> out.rows, out.seq, out.quarantine
-([(1767225600000, 7, 2, 0.5)], (7, 3, 1, 1767225601000), None)
+>>> out.pack.times_ms, out.pack.metric_ids, out.pack.values, out.seq, out.quarantine
+([1767225600000], [2], [0.5], (7, 3, 1, 1767225601000), None)
 >>> h.handle("ss/v1/demo/bin-9999/up", raw, received_ms=1767225601000).quarantine.reason_code
 'unknown_device'
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from contract import v1
-from contract.decode import PackError, decode
+from contract.decode import DecodedPack, PackError, decode
 from ingest.registry import DeviceInfo
 from ingest.store import QuarantineRow
 
@@ -31,7 +31,8 @@ from ingest.store import QuarantineRow
 class Handled:
     channel: str = ""
     device_pk: int | None = None
-    rows: list[tuple[int, int, int, float]] = field(default_factory=list)
+    #: the accepted readings (columns), when the channel is ``up``
+    pack: DecodedPack | None = None
     quarantine: QuarantineRow | None = None
     #: (device pk, seq, readings, received ms) when the pack carried a batch counter
     seq: tuple[int, int, int, int] | None = None
@@ -41,6 +42,10 @@ class Handled:
     #: kept so a batch the database refuses can be retried message by message
     topic: str = ""
     payload: bytes = b""
+
+    @property
+    def readings(self) -> int:
+        return len(self.pack) if self.pack is not None else 0
 
 
 class _Status(msgspec.Struct):
@@ -93,17 +98,16 @@ class MessageHandler:
         except PackError as e:
             out.quarantine = QuarantineRow(topic, tenant, dev, e.code, e.detail, payload)
             return
-        pk = info.pk
-        out.rows = [(r.time_ms, pk, r.metric_id, r.value) for r in pack.readings]
+        out.pack = pack
         out.duplicates_in_pack = pack.duplicates
         if pack.seq is not None:
-            out.seq = (pk, pack.seq, len(pack.readings), received_ms)
+            out.seq = (info.pk, pack.seq, len(pack), received_ms)
         if pack.rejects:
             first = pack.rejects[0]
             more = f" (and {len(pack.rejects) - 1} more)" if len(pack.rejects) > 1 else ""
             out.quarantine = QuarantineRow(
                 topic, tenant, dev, "records_rejected",
-                f"{len(pack.rejects)} of {len(pack.rejects) + len(pack.readings) + pack.duplicates} records rejected: "
+                f"{len(pack.rejects)} of {len(pack.rejects) + len(pack) + pack.duplicates} records rejected: "
                 f"record {first.index}: {first.code}: {first.detail}{more}",
                 payload, [{"index": r.index, "code": r.code, "detail": r.detail} for r in pack.rejects])
 

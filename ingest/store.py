@@ -54,9 +54,13 @@ class QuarantineRow:
 
 @dataclass(slots=True)
 class Batch:
-    """Everything one transaction writes. ``rows`` are (ms, device pk, metric id, value)."""
+    """Everything one transaction writes. Readings are columns: epoch ms,
+    device pk, metric id, value."""
 
-    rows: list[tuple[int, int, int, float]] = field(default_factory=list)
+    times_ms: list[int] = field(default_factory=list)
+    devices: list[int] = field(default_factory=list)
+    metric_ids: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
     quarantine: list[QuarantineRow] = field(default_factory=list)
     #: (device pk, bseq, readings in pack, received ms)
     seqs: list[tuple[int, int, int, int]] = field(default_factory=list)
@@ -65,6 +69,23 @@ class Batch:
     #: device pk -> (state, firmware, next_wake unix s)
     status: dict[int, tuple[str, str, int]] = field(default_factory=dict)
     messages: int = 0
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[int, int, int, float]], **kw: object) -> "Batch":
+        """Build from (ms, device pk, metric id, value) rows."""
+        b = cls(**kw)  # type: ignore[arg-type]
+        for ms, d, m, v in rows:
+            b.add(ms, d, m, v)
+        return b
+
+    def add(self, ms: int, device: int, metric: int, value: float) -> None:
+        self.times_ms.append(ms)
+        self.devices.append(device)
+        self.metric_ids.append(metric)
+        self.values.append(value)
+
+    def __len__(self) -> int:
+        return len(self.times_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,17 +124,17 @@ class ReadingStore:
         conn.commit()
 
     def write(self, batch: Batch) -> WriteResult:
-        rows = batch.rows
+        n = len(batch)
         with self.conn.transaction(), self.conn.cursor() as cur:
             inserted = 0
-            if rows:
+            if n:
                 if self.use_copy:
-                    data = encode_readings(rows)
+                    data = encode_readings(batch.times_ms, batch.devices, batch.metric_ids, batch.values)
                     try:
                         with self.conn.transaction():
                             with cur.copy(f"COPY readings {COLUMNS} FROM STDIN (FORMAT BINARY)") as cp:
                                 cp.write(data)
-                        inserted = len(rows)
+                        inserted = n
                         self.fast_batches += 1
                     except psycopg.errors.UniqueViolation:
                         with cur.copy(f"COPY ingest_stage {COLUMNS} FROM STDIN (FORMAT BINARY)") as cp:
@@ -122,8 +143,7 @@ class ReadingStore:
                         inserted = cur.rowcount
                         self.staged_batches += 1
                 else:
-                    ms, dev, met, val = zip(*rows)
-                    cur.execute(UNNEST_SQL, (list(ms), list(dev), list(met), list(val)))
+                    cur.execute(UNNEST_SQL, (batch.times_ms, batch.devices, batch.metric_ids, batch.values))
                     inserted = cur.rowcount
             if batch.quarantine:
                 cur.executemany(
@@ -132,12 +152,12 @@ class ReadingStore:
                     [(q.topic, q.tenant, q.device_id, q.reason_code, q.reason, json.dumps(q.details), q.payload,
                       hashlib.sha256(q.payload).digest()) for q in batch.quarantine])
             if batch.seqs:
-                d, s, n, rcv = zip(*batch.seqs)
+                d, s, cnt, rcv = zip(*batch.seqs)
                 cur.execute("""INSERT INTO batches (device_id, seq, readings, received_at)
                                SELECT d, s, n, timestamptz 'epoch' + r * interval '1 millisecond'
                                FROM unnest(%s::bigint[], %s::bigint[], %s::int[], %s::bigint[]) AS u(d, s, n, r)
                                ON CONFLICT DO NOTHING""",
-                            (list(d), list(s), list(n), list(rcv)))
+                            (list(d), list(s), list(cnt), list(rcv)))
             if batch.seen:
                 ids = sorted(batch.seen)  # fixed lock order: no deadlocks between workers
                 cur.execute(
@@ -152,11 +172,11 @@ class ReadingStore:
                               next_wake = CASE WHEN u.nw > 0 THEN to_timestamp(u.nw) END
                        FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[]) AS u(id, state, fw, nw) WHERE d.id = u.id""",
                     (ids, [batch.status[i][0] for i in ids], [batch.status[i][1] for i in ids], [batch.status[i][2] for i in ids]))
-            times = [r[0] for r in rows]
+            times = batch.times_ms
             cur.execute(
                 """INSERT INTO ingest_log (worker, messages, readings, inserted, quarantined, min_time, max_time)
                    VALUES (%s, %s, %s, %s, %s, timestamptz 'epoch' + %s * interval '1 millisecond',
                            timestamptz 'epoch' + %s * interval '1 millisecond')""",
-                (self.worker, batch.messages, len(rows), inserted, len(batch.quarantine),
+                (self.worker, batch.messages, n, inserted, len(batch.quarantine),
                  min(times) if times else None, max(times) if times else None))
-        return WriteResult(inserted, len(rows) - inserted, len(batch.quarantine))
+        return WriteResult(inserted, n - inserted, len(batch.quarantine))

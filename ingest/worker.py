@@ -140,8 +140,19 @@ class IngestWorker:
 
     def _on_message(self, c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         now = time.time()
+        received_ms = int(now * 1000)
+        # A site gateway that buffered this message (backhaul outage) stamps its
+        # own receive time as user property "ss-rx" (Unix ms); judge the pack
+        # against that, never later than now (a gateway clock ahead of ours).
+        for k, v in getattr(msg.properties, "UserProperty", None) or ():
+            if k == "ss-rx":
+                try:
+                    received_ms = min(int(v), received_ms)
+                except ValueError:
+                    pass
+                break
         try:
-            h = self.handler.handle(msg.topic, msg.payload, int(now * 1000))
+            h = self.handler.handle(msg.topic, msg.payload, received_ms)
         except Exception as e:  # a bug in decoding must not kill the worker or lose the message
             log.exception("handler failed", topic=msg.topic)
             h = Handled(quarantine=QuarantineRow(msg.topic, None, None, "internal_error", f"handler error: {e!r}",
@@ -157,7 +168,7 @@ class IngestWorker:
         o.handled.append(h)
         if msg.qos:
             o.acks.append((msg.mid, msg.qos))
-        o.readings += len(h.rows)
+        o.readings += h.readings
         self._pending += 1
         if o.readings >= self.cfg.batch_readings:
             self._close()
@@ -288,9 +299,13 @@ class IngestWorker:
 def _merge(handled: list[Handled]) -> Batch:
     b = Batch(messages=len(handled))
     for h in handled:
-        if h.rows:
-            b.rows.extend(h.rows)
-            last = max(r[0] for r in h.rows)
+        p = h.pack
+        if p is not None and p.times_ms:
+            b.times_ms.extend(p.times_ms)
+            b.devices.extend([h.device_pk] * len(p.times_ms))
+            b.metric_ids.extend(p.metric_ids)
+            b.values.extend(p.values)
+            last = max(p.times_ms)
             prev = b.seen.get(h.device_pk)
             seq = h.seq[1] if h.seq else None
             if prev is None:

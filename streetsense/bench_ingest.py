@@ -77,7 +77,7 @@ def _copy_ceiling(url: str, rows: list[tuple], chunk: int) -> float:
     partitions or chunks), committed every ``chunk`` rows like the pipeline's
     batches; the table is emptied afterwards."""
     with psycopg.connect(url) as c:
-        bufs = [encode_readings(rows[k:k + chunk]) for k in range(0, len(rows), chunk)]
+        bufs = [encode_readings(*zip(*rows[k:k + chunk])) for k in range(0, len(rows), chunk)]
         t0 = time.perf_counter()
         for b in bufs:
             with c.cursor() as cur, cur.copy(f"COPY readings {COLUMNS} FROM STDIN (FORMAT BINARY)") as cp:

@@ -24,7 +24,7 @@ def seed(db_url: str) -> None:
     # 48 hours of 10-minute fill readings: value = hour of the series / 100
     rows = [(int((T0 + timedelta(minutes=10 * i)).timestamp() * 1000), pk, 2, (i // 6) / 100) for i in range(288)]
     store = ReadingStore(psycopg.connect(db_url), "test")
-    store.write(Batch(rows=rows, messages=1))
+    store.write(Batch.from_rows(rows, messages=1))
     store.conn.close()
     with psycopg.connect(db_url) as c:
         maintain(c)
