@@ -148,7 +148,10 @@ class ReadingStore:
             if batch.quarantine:
                 cur.executemany(
                     """INSERT INTO quarantine (topic, tenant, device_id, reason_code, reason, details, payload, payload_sha256)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (topic, payload_sha256) DO NOTHING""",
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                       ON CONFLICT (topic, payload_sha256) DO UPDATE SET
+                         times_seen = quarantine.times_seen + 1, replayed_at = NULL,
+                         reason_code = EXCLUDED.reason_code, reason = EXCLUDED.reason, details = EXCLUDED.details""",
                     [(q.topic, q.tenant, q.device_id, q.reason_code, q.reason, json.dumps(q.details), q.payload,
                       hashlib.sha256(q.payload).digest()) for q in batch.quarantine])
             if batch.seqs:

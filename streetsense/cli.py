@@ -24,11 +24,13 @@ db_app = typer.Typer(help="Database schema and housekeeping.", no_args_is_help=T
 ingest_app = typer.Typer(help="The MQTT → PostgreSQL ingest service.", no_args_is_help=True)
 api_app = typer.Typer(help="The HTTP API.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print their figures as JSON.", no_args_is_help=True)
+quarantine_app = typer.Typer(help="Inspect and replay quarantined messages.", no_args_is_help=True)
 firmware_app = typer.Typer(help="Firmware build and energy budget.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(api_app, name="api")
 app.add_typer(bench_app, name="bench")
+app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(firmware_app, name="firmware")
 
 
@@ -78,6 +80,33 @@ def db_maintain() -> None:
     _setup()
     with psycopg.connect(_database_url()) as conn:
         print(json.dumps(maintain(conn, get_settings().retention_days)))
+
+
+@quarantine_app.command("stats")
+def quarantine_stats() -> None:
+    """Pending quarantined messages per reason (JSON)."""
+    import psycopg
+
+    from ingest.quarantine import stats
+
+    with psycopg.connect(_database_url()) as conn:
+        print(json.dumps(stats(conn), indent=1))
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(reason: Annotated[Optional[str], typer.Option(help="only this reason code")] = None,
+                      tenant: Annotated[Optional[str], typer.Option(help="only this tenant")] = None,
+                      limit: int = 100_000) -> None:
+    """Republish quarantined messages (e.g. after registering an unknown device)."""
+    import psycopg
+
+    from ingest.quarantine import replay
+
+    s = get_settings()
+    if not s.mqtt_url:
+        raise typer.BadParameter("MQTT_URL is not set")
+    with psycopg.connect(_database_url()) as conn:
+        print(json.dumps({"replayed": replay(conn, s.mqtt_url, reason_code=reason, tenant=tenant, limit=limit)}))
 
 
 # --- ingest -----------------------------------------------------------------

@@ -237,3 +237,30 @@ def test_broker_restart_mid_stream_loses_nothing(db_url, broker):
     rows = stored(db_url)
     assert got == len(expected)
     assert len(rows) == len(expected) and set(rows) == expected
+
+
+def test_quarantined_unknown_device_replayed_after_registration(db_url, broker):
+    from ingest.quarantine import replay, stats
+
+    register(db_url, 1)
+    late = "bin-late"
+    msgs, expected = make_packs([late], 3)
+    with worker_thread(db_url, broker.url):
+        publish_all(make_client(broker.url, "dev-pub"), msgs)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with psycopg.connect(db_url) as c:
+                if c.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 3:
+                    break
+            time.sleep(0.1)
+        with psycopg.connect(db_url) as c:
+            assert [s["reason_code"] for s in stats(c)] == ["unknown_device"]
+            c.execute("INSERT INTO devices (tenant, device_id, kind) VALUES (%s, %s, 'bin_fill')", (TENANT, late))
+            c.commit()
+            time.sleep(1.1)  # the worker reloads its registry at most once a second
+            assert replay(c, broker.url, reason_code="unknown_device") == 3
+        assert wait_count(db_url, len(expected)) == len(expected)
+    assert set(stored(db_url)) == expected
+    with psycopg.connect(db_url) as c:
+        assert stats(c) == []
+        assert c.execute("SELECT count(*) FROM quarantine WHERE replayed_at IS NOT NULL").fetchone()[0] == 3
