@@ -222,5 +222,14 @@ def _register_firmware() -> None:
 _register_firmware()
 
 
+def _register_ota() -> None:
+    from streetsense.ota.cli import ota_app
+
+    app.add_typer(ota_app, name="ota", help="Signed firmware bundles and staged rollouts.")
+
+
+_register_ota()
+
+
 def main() -> None:  # pragma: no cover
     app()

@@ -74,11 +74,11 @@ def wait_count(db_url: str, n: int, timeout: float = 60) -> int:
     return got
 
 
-def wait_subscribed(db_url: str, mqtt_url: str, timeout: float = 60) -> None:
+def wait_subscribed(db_url: str, mqtt_url: str, timeout: float = 60, protocol: int = 5) -> None:
     """Until the worker's subscription exists the broker has nobody to queue for;
     a probe reading (device 'probe', registered with the others) that arrives in
     the database proves it does."""
-    pub = make_client(mqtt_url, "probe", session=False)
+    pub = make_client(mqtt_url, "probe", session=False, protocol=protocol)
     deadline = time.monotonic() + timeout
     seq = 0
     while time.monotonic() < deadline:
@@ -99,7 +99,7 @@ def worker_thread(db_url: str, mqtt_url: str, **kw) -> Iterator[IngestWorker]:
     stop = threading.Event()
     t = threading.Thread(target=w.run, args=(stop,), daemon=True)
     t.start()
-    wait_subscribed(db_url, mqtt_url)
+    wait_subscribed(db_url, mqtt_url, protocol=kw.get("protocol", 5))
     try:
         yield w
     finally:
@@ -264,3 +264,21 @@ def test_quarantined_unknown_device_replayed_after_registration(db_url, broker):
     with psycopg.connect(db_url) as c:
         assert stats(c) == []
         assert c.execute("SELECT count(*) FROM quarantine WHERE replayed_at IS NOT NULL").fetchone()[0] == 3
+
+
+def test_embedded_amqtt_fallback_when_mosquitto_is_missing(db_url, tmp_path, monkeypatch):
+    """No mosquitto on PATH: the embedded default is amqtt in-process (MQTT 3.1.1,
+    so one worker with a plain persistent subscription)."""
+    import paho.mqtt.client as mqtt
+
+    from streetsense import embedded
+
+    monkeypatch.setattr(embedded.MosquittoBroker, "available", classmethod(lambda cls: False))
+    devices = register(db_url, 5)
+    msgs, expected = make_packs(devices, 4)
+    with embedded.services(db_url, None, tmp_path) as svc:
+        assert isinstance(svc.broker, embedded.AmqttBroker) and not svc.shared_subscriptions
+        with worker_thread(db_url, svc.mqtt_url, shared=False, protocol=mqtt.MQTTv311):
+            publish_all(make_client(svc.mqtt_url, "dev-pub", protocol=mqtt.MQTTv311), msgs)
+            assert wait_count(db_url, len(expected)) == len(expected)
+    assert set(stored(db_url)) == expected

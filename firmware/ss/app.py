@@ -45,6 +45,8 @@ def main(clock=None, board=None, client_cls=None, config_path=None):
         hw.config_path = config_path
     hw.start_wdt(cfg["wdt_ms"])
     node = Node(cfg, hw, clock, client_cls)
+    from ss import ota
+    ota.attach(node)
     if node.continuous:
         asyncio.run(node.run())
         return node
