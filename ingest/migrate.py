@@ -118,17 +118,42 @@ def _sync_metrics(conn: psycopg.Connection) -> None:
             [(m[0], m[1], m[2], m[3], m[4], m[5], m[6]) for m in v1.METRICS])
 
 
+# Continuous aggregates: (view, refresh window in days, schedule of the refresh policy).
+CAGG_REFRESH = (("readings_hourly", 35, "5 minutes"), ("readings_daily", 400, "1 hour"))
+
+
 def _policies(conn: psycopg.Connection, variant: Variant, retention_days: int) -> None:
     if variant == "timescale":
         conn.execute("SELECT add_compression_policy('readings', interval '7 days', if_not_exists => true)")
-        conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
-        conn.execute("SELECT add_retention_policy('readings', make_interval(days => %s), if_not_exists => true)",
-                     (retention_days,))
-        for view, start, every in (("readings_hourly", "35 days", "5 minutes"), ("readings_daily", "400 days", "1 hour")):
-            conn.execute(f"""SELECT add_continuous_aggregate_policy('{view}', start_offset => interval '{start}',
-                             end_offset => NULL, schedule_interval => interval '{every}', if_not_exists => true)""")
+        # A policy is replaced only when the settings change it, so job ids stay put across runs.
+        if _policy_differs(conn, "policy_retention", "readings", "drop_after", retention_days):
+            with conn.transaction():
+                conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
+                conn.execute("SELECT add_retention_policy('readings', make_interval(days => %s))", (retention_days,))
+        for view, days, every in CAGG_REFRESH:
+            # The refresh window must stop at the retention horizon: drop_chunks logs the dropped
+            # range as invalidated, and a refresh over it recomputes those buckets from no rows,
+            # i.e. deletes the hourly/daily rollups of every dropped day. (Plain PostgreSQL keeps
+            # its rollups when partitions are dropped; so does this, with the window capped.)
+            start = min(days, retention_days)
+            if _policy_differs(conn, "policy_refresh_continuous_aggregate", view, "start_offset", start):
+                with conn.transaction():
+                    conn.execute("SELECT remove_continuous_aggregate_policy(%s::regclass, if_exists => true)", (view,))
+                    conn.execute("""SELECT add_continuous_aggregate_policy(%s::regclass,
+                                        start_offset => make_interval(days => %s), end_offset => NULL,
+                                        schedule_interval => %s::interval)""", (view, start, every))
     else:
         maintain_plain(conn, retention_days)
+
+
+def _policy_differs(conn: psycopg.Connection, proc: str, relation: str, key: str, days: int) -> bool:
+    """Whether the ``proc`` job on ``relation`` is missing or its ``key`` is not ``days`` days."""
+    row = conn.execute(
+        """SELECT (config ->> %s)::interval IS DISTINCT FROM make_interval(days => %s)
+           FROM timescaledb_information.jobs
+           WHERE proc_name = %s AND hypertable_schema = current_schema() AND hypertable_name = %s""",
+        (key, days, proc, relation)).fetchone()
+    return row is None or row[0]
 
 
 def maintain_plain(conn: psycopg.Connection, retention_days: int) -> dict[str, int]:
