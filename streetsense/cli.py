@@ -222,6 +222,18 @@ def _register_firmware() -> None:
 _register_firmware()
 
 
+def _register_simulators() -> None:
+    from simulators.bench import bench_command
+    from simulators.cli import simulate_command
+
+    app.command("simulate", help="Run a simulated town over real MQTT (ground truth to JSONL/DB).")(simulate_command)
+    bench_app.command("simulator", help="Simulator scale: devices per process, publish rate vs raw broker.")(
+        bench_command)
+
+
+_register_simulators()
+
+
 def _register_ota() -> None:
     from streetsense.ota.cli import ota_app
 

@@ -23,7 +23,6 @@ from ingest.migrate import maintain, migrate
 from ingest.worker import IngestConfig, IngestWorker
 from streetsense.embedded import free_port, services
 from streetsense.logs import get_logger, redact_url
-from streetsense.registry import register_fleet
 from streetsense.settings import Settings
 
 log = get_logger("demo")
@@ -46,6 +45,7 @@ def run_demo(settings: Settings, *, bins: int = 200, speed: float = 600.0, port:
     from simulators.engine import Simulation
     from simulators.fleet import build_fleet
     from simulators.publisher import MqttPublisher
+    from simulators.register import register_fleet
     from simulators.runner import run as run_sim
     from simulators.scenario import load_scenario
 
@@ -61,7 +61,7 @@ def run_demo(settings: Settings, *, bins: int = 200, speed: float = 600.0, port:
         counts = {"bin_fill": bins, "air": max(1, bins // 40), "noise": max(1, bins // 60), "road": 2}
         fleet = build_fleet(scenario, counts, seed=seed)
         with psycopg.connect(svc.database_url) as c:
-            register_fleet(c, fleet.to_rows(), tenant_name=scenario.tenant)
+            register_fleet(c, fleet)
 
         worker = IngestWorker(IngestConfig(svc.database_url, svc.mqtt_url, client_id="demo-ingest-0",
                                            shared=svc.shared_subscriptions,
@@ -82,7 +82,8 @@ def run_demo(settings: Settings, *, bins: int = 200, speed: float = 600.0, port:
             # wait until ingest is subscribed, else the broker has nobody to queue for
             time.sleep(1.0)
             try:
-                pub = MqttPublisher(svc.mqtt_url, client_id="demo-fleet")
+                pub = MqttPublisher(svc.mqtt_url, client_id="demo-fleet",
+                                    protocol=5 if svc.shared_subscriptions else 4)
                 sim_state["stats"] = run_sim(sim, pub, speed=speed, should_stop=stop.is_set)
                 pub.close()
             except Exception as e:  # shown in the progress view, not swallowed
