@@ -111,7 +111,8 @@ def quarantine_replay(reason: Annotated[Optional[str], typer.Option(help="only t
 
 # --- ingest -----------------------------------------------------------------
 
-def _run_worker(database_url: str, mqtt_url: str, shared: bool, metrics_port: int, slot: int = 0) -> None:
+def _run_worker(database_url: str, mqtt_url: str, shared: bool, metrics_port: int, slot: int = 0,
+                slot_of_many: bool = False) -> None:
     from ingest.worker import IngestConfig, IngestWorker
 
     _setup()
@@ -131,7 +132,19 @@ def _run_worker(database_url: str, mqtt_url: str, shared: bool, metrics_port: in
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if slot_of_many:
+        threading.Thread(target=_stop_when_orphaned, args=(stop,), daemon=True, name="parent-watch").start()
     IngestWorker(cfg).run(stop)
+
+
+def _stop_when_orphaned(stop: threading.Event) -> None:
+    """A worker started by `ingest run --workers N` stops when its parent is gone."""
+    import os
+
+    parent = os.getppid()
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            stop.set()
 
 
 @ingest_app.command("run")
@@ -147,7 +160,8 @@ def ingest_run(workers: Annotated[int, typer.Option(help="worker processes shari
         _run_worker(db, s.mqtt_url, not no_shared, metrics_port)
         return
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_run_worker, args=(db, s.mqtt_url, True, metrics_port + i if metrics_port else 0, i))
+    procs = [ctx.Process(target=_run_worker, args=(db, s.mqtt_url, True, metrics_port + i if metrics_port else 0, i,
+                                                   True))
              for i in range(workers)]
     for p in procs:
         p.start()
