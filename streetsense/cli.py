@@ -248,6 +248,18 @@ def _register_simulators() -> None:
 _register_simulators()
 
 
+def _register_identity() -> None:
+    from streetsense.identity.cli import broker_app, pki_app
+    from streetsense.provision.cli import device_app
+
+    app.add_typer(pki_app, name="pki", help="Broker CA and server certificates (devices pin the CA).")
+    app.add_typer(broker_app, name="broker", help="Mosquitto password/ACL files from the device registry.")
+    app.add_typer(device_app, name="device", help="Provision, list, retire devices; rotate credentials.")
+
+
+_register_identity()
+
+
 def _register_ota() -> None:
     from streetsense.ota.cli import ota_app
 
