@@ -4,10 +4,11 @@ rejected, and the node's pure-Python Ed25519 agreeing with ``cryptography``."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def device_ota():
-    """firmware/ss/ota.py as the node runs it (loaded under its own name here)."""
-    spec = importlib.util.spec_from_file_location("node_ss_ota", REPO / "firmware" / "ss" / "ota.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    """firmware/ss/ota.py as the node runs it, its heavy half (ss/ota_install.py, whose
+    names it serves lazily) bound; fresh modules, not left in sys.modules."""
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "ss" or k.startswith("ss.")}
+    sys.path.insert(0, str(REPO / "firmware"))
+    try:
+        mod = importlib.import_module("ss.ota")
+        mod.installer()
+    finally:
+        sys.path.remove(str(REPO / "firmware"))
+        for k in [k for k in sys.modules if k == "ss" or k.startswith("ss.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
     return mod
 
 

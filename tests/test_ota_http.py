@@ -1,4 +1,4 @@
-"""The node's HTTP client and installer (firmware/ss/ota.py) against a real web server.
+"""The node's HTTP client and installer (firmware/ss/ota.py, ss/ota_install.py) against a real web server.
 
 The WebAssembly MicroPython in test_ota_device.py has no sockets, so there the
 bytes come through a fake socket; here the very same code runs under CPython
@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import importlib.util
+import importlib
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +28,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def ota(tmp_path):
-    spec = importlib.util.spec_from_file_location("node_ss_ota_http", REPO / "firmware" / "ss" / "ota.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    # ss.ota with its heavy half (ss/ota_install.py) bound; fresh modules, not left in sys.modules
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "ss" or k.startswith("ss.")}
+    sys.path.insert(0, str(REPO / "firmware"))
+    try:
+        mod = importlib.import_module("ss.ota")
+        mod.installer()
+    finally:
+        sys.path.remove(str(REPO / "firmware"))
+        for k in [k for k in sys.modules if k == "ss" or k.startswith("ss.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
     flash = tmp_path / "flash"
     flash.mkdir()
     mod.ROOT = str(flash)

@@ -1,6 +1,6 @@
 """Check a bundle on the host: the council's signature, then every file.
 
-The node does the same with its own pure-Python Ed25519 (firmware/ss/ota.py);
+The node does the same with its own pure-Python Ed25519 (firmware/ss/ota_install.py);
 this side uses ``cryptography``.  The tests check the two agree.
 """
 
