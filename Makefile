@@ -6,12 +6,12 @@ PY ?= python3
 VENV := .venv
 UV_VERSION := 0.13.9
 
-.PHONY: demo test venv node mosquitto bench
+.PHONY: demo test venv node system-deps bench
 
 demo: venv
 	$(VENV)/bin/streetsense demo
 
-test: venv node mosquitto
+test: venv node system-deps
 	$(VENV)/bin/python -m pytest
 
 bench: venv
@@ -30,8 +30,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# The tests start their own Mosquitto processes; they need the binary.
-mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || command -v /usr/sbin/mosquitto >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
-	  else echo "mosquitto is needed by the tests: sudo apt-get install mosquitto" >&2; exit 1; fi; }
+# The tests start their own Mosquitto processes and drive a headless Chromium;
+# both come from Debian's packages.
+SYSTEM_PACKAGES := mosquitto chromium
+system-deps:
+	@missing=""; \
+	{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "the tests need:$$missing (sudo apt-get install$$missing)" >&2; exit 1; fi; \
+	fi
