@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 
-from api import queries as q
+from api import alerts as alerts_api, consents as consents_api, queries as q
 from api.auth import Principal, require
 from streetsense import __version__
 
@@ -196,6 +196,8 @@ def create_app(database_url: str, *, api_token: str | None = None, pool_size: in
             out.buckets = [Bucket(**r) for r in rows]
         return out
 
+    app.include_router(alerts_api.router(pool))
+    app.include_router(consents_api.router(pool))
     return app
 
 

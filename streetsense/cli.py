@@ -260,6 +260,15 @@ def _register_identity() -> None:
 _register_identity()
 
 
+def _register_alerts() -> None:
+    from alerts.__main__ import app as alerts_app
+
+    app.add_typer(alerts_app, name="alerts", help="Alert delivery worker (outbox) and the model runner.")
+
+
+_register_alerts()
+
+
 def _register_ota() -> None:
     from streetsense.ota.cli import ota_app
 

@@ -1,0 +1,26 @@
+"""routing — collection planning and routed lists for waste crews.
+
+Why a new top-level package: no existing stage owns *planning collection
+rounds*.  ``simulators`` makes a town and its bins (and must stay free of
+operational logic), ``ingest`` stores readings, ``alerts`` raises and routes
+problems, ``api`` serves rows.  Deciding which bins to empty on a date, which
+lorry empties them in which order (capacity, shift, breaks, time windows,
+trips to the tipping site), re-planning when a street is blocked or a lorry
+breaks down, and the crews' own lists are a capability of their own, with a
+solver dependency (PyVRP; OR-Tools only as a benchmark baseline) none of the
+other stages needs.
+
+Layout (one concept per module):
+
+| module | what |
+|---|---|
+| ``cvrplib.py`` | CVRPLIB X instances: reading, the rounded-Euclidean matrix, PyVRP and OR-Tools solvers |
+| ``bench.py`` | ``bench_routing`` (PyVRP vs OR-Tools on X, gaps to BKS) and ``bench_collection`` |
+| ``travel.py`` | travel-time / distance matrices from the town's ``StreetGraph`` (haversine fallback) |
+| ``plan.py`` | pure core: stop selection with reasons, the PyVRP model, solving, re-planning |
+| ``store.py`` | plans with their inputs in PostgreSQL (``ingest/schema/0007_routing.sql``), crew reports |
+| ``crew.py`` | the crew app (static HTML+JS), GPX / GeoJSON / SVG exports |
+| ``cli.py`` | ``routes_plan_command`` (``streetsense routes plan``) |
+
+``api/routes.py`` is the HTTP router (plans, re-planning, crew pages and reports).
+"""
