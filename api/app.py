@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 
-from api import alerts as alerts_api, consents as consents_api, queries as q
+from api import alerts as alerts_api, consents as consents_api, opendata, queries as q, sta
 from api.auth import Principal, require
 from streetsense import __version__
 
@@ -198,6 +198,8 @@ def create_app(database_url: str, *, api_token: str | None = None, pool_size: in
 
     app.include_router(alerts_api.router(pool))
     app.include_router(consents_api.router(pool))
+    app.include_router(sta.router(pool))
+    app.include_router(opendata.router(pool))
     return app
 
 

@@ -24,7 +24,7 @@ import msgspec
 from contract import v1
 from contract.decode import DecodedPack, PackError, decode
 from ingest.registry import DeviceInfo
-from ingest.store import QuarantineRow
+from ingest.store import Batch, QuarantineRow
 
 
 @dataclass(slots=True)
@@ -122,3 +122,30 @@ class MessageHandler:
             out.quarantine = QuarantineRow(topic, tenant, dev, "bad_status", f"bad status payload: {e}", payload)
             return
         out.status = (st.state, st.fw, st.next_wake)
+
+
+def batch_of(handled: list[Handled]) -> Batch:
+    """Merge handled messages into one :class:`~ingest.store.Batch` (one transaction)."""
+    b = Batch(messages=len(handled))
+    for h in handled:
+        p = h.pack
+        if p is not None and p.times_ms:
+            b.times_ms.extend(p.times_ms)
+            b.devices.extend([h.device_pk] * len(p.times_ms))
+            b.metric_ids.extend(p.metric_ids)
+            b.values.extend(p.values)
+            last = max(p.times_ms)
+            prev = b.seen.get(h.device_pk)
+            seq = h.seq[1] if h.seq else None
+            if prev is None:
+                b.seen[h.device_pk] = (last, seq)
+            else:
+                b.seen[h.device_pk] = (max(prev[0], last), max(x for x in (prev[1], seq) if x is not None)
+                                       if (prev[1] is not None or seq is not None) else None)
+        if h.quarantine is not None:
+            b.quarantine.append(h.quarantine)
+        if h.seq is not None:
+            b.seqs.append(h.seq)
+        if h.status is not None and h.device_pk is not None:
+            b.status[h.device_pk] = h.status
+    return b

@@ -35,7 +35,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ingest import metrics as m
-from ingest.handler import Handled, MessageHandler
+from ingest.handler import Handled, MessageHandler, batch_of
 from ingest.registry import DeviceRegistry
 from ingest.store import Batch, QuarantineRow, ReadingStore, WriteResult
 from streetsense.embedded import MqttTarget
@@ -279,7 +279,7 @@ class IngestWorker:
 
     def _write(self, store: ReadingStore, o: _Open) -> WriteResult:
         try:
-            return store.write(_merge(o.handled))
+            return store.write(batch_of(o.handled))
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as e:
             # One message's content broke the batch: store message by message and
             # quarantine the ones the database refuses, so nothing is lost.
@@ -287,36 +287,10 @@ class IngestWorker:
             total = WriteResult(0, 0, 0)
             for h in o.handled:
                 try:
-                    r = store.write(_merge([h]))
+                    r = store.write(batch_of([h]))
                 except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as e1:
                     r = store.write(Batch(quarantine=[QuarantineRow(
                         h.topic, None, None, "storage_rejected", f"database refused: {e1}", h.payload)], messages=1))
                 total = WriteResult(total.inserted + r.inserted, total.duplicates + r.duplicates,
                                     total.quarantined + r.quarantined)
             return total
-
-
-def _merge(handled: list[Handled]) -> Batch:
-    b = Batch(messages=len(handled))
-    for h in handled:
-        p = h.pack
-        if p is not None and p.times_ms:
-            b.times_ms.extend(p.times_ms)
-            b.devices.extend([h.device_pk] * len(p.times_ms))
-            b.metric_ids.extend(p.metric_ids)
-            b.values.extend(p.values)
-            last = max(p.times_ms)
-            prev = b.seen.get(h.device_pk)
-            seq = h.seq[1] if h.seq else None
-            if prev is None:
-                b.seen[h.device_pk] = (last, seq)
-            else:
-                b.seen[h.device_pk] = (max(prev[0], last), max(x for x in (prev[1], seq) if x is not None)
-                                       if (prev[1] is not None or seq is not None) else None)
-        if h.quarantine is not None:
-            b.quarantine.append(h.quarantine)
-        if h.seq is not None:
-            b.seqs.append(h.seq)
-        if h.status is not None and h.device_pk is not None:
-            b.status[h.device_pk] = h.status
-    return b

@@ -269,6 +269,30 @@ def _register_alerts() -> None:
 _register_alerts()
 
 
+dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
+
+
+@dashboards_app.command("build")
+def dashboards_build(out_dir: Annotated[Path, typer.Option(help="where to write the JSON models")] = Path("dashboards/json"),
+                     check: Annotated[bool, typer.Option(help="fail if a committed JSON file is stale")] = False) -> None:
+    """Build every dashboard with the Grafana Foundation SDK and write its JSON."""
+    from dashboards.build import build_command
+
+    for p in build_command(out_dir, check=check):
+        print(p)
+
+
+@dashboards_app.command("push")
+def dashboards_push(url: Annotated[str, typer.Option(help="Grafana base URL")],
+                    token: Annotated[str, typer.Option(envvar="GRAFANA_TOKEN", help="service-account token")],
+                    folder: str = "StreetSense") -> None:
+    """Create or update every dashboard in a Grafana folder (grafana-client)."""
+    from dashboards.build import push_command
+
+    print(json.dumps(push_command(url, token, folder), indent=1, default=str))
+
+
 def _register_ota() -> None:
     from streetsense.ota.cli import ota_app
 

@@ -1,0 +1,337 @@
+"""Every panel of every StreetSense dashboard: title, visualisation, SQL and
+the columns it returns.  :mod:`dashboards.build` turns these into Grafana
+dashboards with the foundation SDK; the tests run every statement for real.
+
+SQL conventions (Grafana PostgreSQL datasource):
+
+* time filters use ``$__timeFilter(col)``; "latest" panels are anchored at
+  ``$__timeTo()`` (never ``now()``), so a dashboard looking at last week shows
+  last week's state;
+* readings come from the rollups ``readings_hourly`` (tables on plain
+  PostgreSQL, continuous aggregates on TimescaleDB); only the road panels read
+  raw ``readings`` (bump events are five records sharing a time, positions are
+  not in the rollups) and only for the road devices' metrics;
+* template variables: ``$tenant`` (single, quoted in the SQL), ``$ward``
+  (multi, custom All value ``'__all'`` which also keeps devices without a
+  ward), ``$kind`` (multi), and per dashboard ``$tz``, ``$noise_day``,
+  ``$noise_night``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contract import v1
+
+M = {row[1]: row[0] for row in v1.METRICS}
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    title: str
+    viz: str                   # stat | timeseries | table | geomap | piechart | barchart | bargauge
+    sql: str
+    columns: tuple[str, ...]   # what the statement returns, in order
+    format: str = "table"      # time_series | table
+    unit: str | None = None
+    description: str = ""
+    w: int = 12
+    h: int = 8
+    needs: tuple[str, ...] = ()   # tables the panel reads that another engineer may still be adding
+
+
+@dataclass(frozen=True)
+class DashboardSpec:
+    uid: str
+    title: str
+    description: str
+    variables: tuple[str, ...]
+    panels: tuple[PanelSpec, ...]
+    tags: tuple[str, ...] = field(default=("streetsense",))
+
+
+DEV_JOIN = "devices d LEFT JOIN assets a ON a.tenant = d.tenant AND a.asset_id = d.asset_id"
+WARD = "('__all' IN ($ward) OR a.ward IN ($ward))"
+DEV_FILTER = f"d.tenant = '$tenant' AND d.kind IN ($kind) AND {WARD}"
+TO = "$__timeTo()::timestamptz"
+
+
+def hourly_series(metric: str, agg: str, kind: str | None = None, label: str = "d.kind") -> str:
+    kind_sql = f"d.kind = '{kind}'" if kind else "d.kind IN ($kind)"
+    return f"""SELECT $__timeGroupAlias(h.bucket, '1h'), {label} AS metric, {agg} AS value
+FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
+WHERE h.metric = {M[metric]} AND $__timeFilter(h.bucket)
+  AND d.tenant = '$tenant' AND {kind_sql} AND {WARD}
+GROUP BY 1, 2 ORDER BY 1, 2"""
+
+
+# --------------------------------------------------------------------------- operations
+
+OPERATIONS = DashboardSpec("ss-operations", "StreetSense: operations overview",
+    "Is the fleet reporting and is the pipeline keeping up?", ("tenant", "ward", "kind"), (
+    PanelSpec("Devices online", "stat", f"""SELECT
+  count(*) FILTER (WHERE d.last_seen >= {TO} - interval '2 hours'
+                      OR (d.state = 'sleeping' AND d.next_wake >= {TO} - interval '15 minutes')) AS online,
+  count(*) AS active
+FROM {DEV_JOIN}
+WHERE d.status = 'active' AND {DEV_FILTER}""", ("online", "active"), w=6, h=5,
+        description="Seen in the 2 h before the end of the range, or asleep with a wake time still to come."),
+    PanelSpec("Readings per second", "timeseries", """SELECT $__timeGroupAlias(h.bucket, '1h'), d.kind AS metric, sum(h.n) / 3600.0 AS value
+FROM readings_hourly h JOIN """ + DEV_JOIN + """ ON d.id = h.device_id
+WHERE $__timeFilter(h.bucket) AND """ + DEV_FILTER + """
+GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "reqps", w=18, h=5),
+    PanelSpec("Open alerts by kind", "bargauge", """SELECT kind, count(*) AS open
+FROM alerts a
+WHERE a.tenant = '$tenant' AND a.status IN ('open', 'acknowledged') AND """ + WARD + """
+GROUP BY kind ORDER BY open DESC, kind""", ("kind", "open"), w=8),
+    PanelSpec("Ingest lag (MQTT receipt to commit)", "timeseries", """SELECT $__timeGroupAlias(b.received_at, '1h'),
+  avg(extract(epoch FROM b.stored_at - b.received_at)) AS "mean lag",
+  max(extract(epoch FROM b.stored_at - b.received_at)) AS "max lag"
+FROM batches b JOIN """ + DEV_JOIN + """ ON d.id = b.device_id
+WHERE $__timeFilter(b.received_at) AND """ + DEV_FILTER + """
+GROUP BY 1 ORDER BY 1""", ("time", "mean lag", "max lag"), "time_series", "s", w=8),
+    PanelSpec("Quarantined messages", "timeseries", """SELECT $__timeGroupAlias(q.received_at, '1h'), q.reason_code AS metric, count(*) AS value
+FROM quarantine q
+WHERE $__timeFilter(q.received_at) AND (q.tenant = '$tenant' OR q.tenant IS NULL)
+GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=8),
+    PanelSpec("Quarantine awaiting replay", "table", """SELECT q.reason_code, count(*) AS messages, sum(q.times_seen) AS times_seen,
+  max(q.received_at) AS last_received
+FROM quarantine q
+WHERE q.replayed_at IS NULL AND (q.tenant = '$tenant' OR q.tenant IS NULL)
+GROUP BY 1 ORDER BY messages DESC""", ("reason_code", "messages", "times_seen", "last_received"), w=24, h=6),
+))
+
+# --------------------------------------------------------------------------- bins
+
+BIN_FILTER = f"d.tenant = '$tenant' AND d.kind = 'bin_fill' AND {WARD}"
+BINS = DashboardSpec("ss-bins", "StreetSense: bins",
+    "Fill levels, forecasts and missed collections.", ("tenant", "ward"), (
+    PanelSpec("Fill level", "geomap", f"""SELECT d.device_id, a.asset_id, a.bin_kind, a.ward,
+  d.lat AS latitude, d.lon AS longitude, round(f.fill::numeric * 100, 1) AS fill_pct, f.bucket AS at
+FROM {DEV_JOIN}
+CROSS JOIN LATERAL (SELECT h.avg AS fill, h.bucket FROM readings_hourly h
+                    WHERE h.device_id = d.id AND h.metric = {M['fill']} AND $__timeFilter(h.bucket)
+                    ORDER BY h.bucket DESC LIMIT 1) f
+WHERE {BIN_FILTER} AND d.lat IS NOT NULL""",
+        ("device_id", "asset_id", "bin_kind", "ward", "latitude", "longitude", "fill_pct", "at"), w=14, h=14,
+        unit="percent", description="Latest hourly mean fill per bin in the range."),
+    PanelSpec("Time to full (fastest first)", "table", f"""SELECT d.device_id, a.asset_id, a.ward, round(s.fill::numeric * 100, 1) AS fill_pct,
+  round((s.rate * 100)::numeric, 2) AS pct_per_hour,
+  round(((1 - s.fill) / s.rate)::numeric, 1) AS hours_to_full
+FROM {DEV_JOIN}
+CROSS JOIN LATERAL (
+  SELECT regr_slope(h.avg, extract(epoch FROM h.bucket) / 3600) AS rate,
+         (array_agg(h.avg ORDER BY h.bucket DESC))[1] AS fill
+  FROM readings_hourly h
+  WHERE h.device_id = d.id AND h.metric = {M['fill']}
+    AND h.bucket >= {TO} - interval '12 hours' AND h.bucket < {TO}) s
+WHERE {BIN_FILTER} AND s.rate > 0 AND s.fill < 1
+ORDER BY hours_to_full LIMIT 50""",
+        ("device_id", "asset_id", "ward", "fill_pct", "pct_per_hour", "hours_to_full"), w=10, h=14,
+        description="Linear trend of the last 12 hourly means before the end of the range."),
+    PanelSpec("Missed collections per day", "timeseries", f"""SELECT $__timeGroupAlias(a.window_start, '1d'), count(*) AS "missed collections"
+FROM alerts a
+WHERE a.tenant = '$tenant' AND a.kind = 'missed_collection' AND $__timeFilter(a.window_start) AND {WARD}
+GROUP BY 1 ORDER BY 1""", ("time", "missed collections"), "time_series", w=12),
+    PanelSpec("Missed collections", "table", f"""SELECT a.asset_id, a.ward, a.window_start, a.status, a.severity, a.summary
+FROM alerts a
+WHERE a.tenant = '$tenant' AND a.kind = 'missed_collection' AND $__timeFilter(a.window_start) AND {WARD}
+ORDER BY a.window_start DESC LIMIT 200""", ("asset_id", "ward", "window_start", "status", "severity", "summary"), w=12),
+    PanelSpec("Mean fill by ward", "barchart", f"""SELECT coalesce(a.ward, '(none)') AS ward, round(avg(h.avg)::numeric * 100, 1) AS fill_pct
+FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
+WHERE h.metric = {M['fill']} AND h.bucket >= {TO} - interval '1 day' AND h.bucket < {TO} AND {BIN_FILTER}
+GROUP BY 1 ORDER BY 1""", ("ward", "fill_pct"), unit="percent", w=24),
+))
+
+# --------------------------------------------------------------------------- air quality
+
+AIR_FILTER = f"d.tenant = '$tenant' AND d.kind = 'air' AND {WARD}"
+# UK DAQI (Defra): index 1..10 from the 24-hour running means, the higher of PM2.5 and PM10.
+DAQI_PM25 = "ARRAY[12, 24, 36, 42, 48, 54, 59, 65, 71]::float8[]"
+DAQI_PM10 = "ARRAY[17, 34, 51, 59, 67, 76, 84, 92, 101]::float8[]"
+AIR = DashboardSpec("ss-air", "StreetSense: air quality",
+    "Particulates by site, the UK Daily Air Quality Index, humidity-corrected PM2.5.", ("tenant", "ward"), (
+    PanelSpec("DAQI by site (24 h to the end of the range)", "table", f"""SELECT site, ward, latitude, longitude, pm25_24h, pm10_24h, daqi,
+  CASE WHEN daqi <= 3 THEN 'Low' WHEN daqi <= 6 THEN 'Moderate' WHEN daqi <= 9 THEN 'High' ELSE 'Very High' END AS band
+FROM (
+  SELECT d.device_id AS site, a.ward, d.lat AS latitude, d.lon AS longitude,
+    round((sum(h.sum) FILTER (WHERE h.metric = {M['pm25']}) / nullif(sum(h.n) FILTER (WHERE h.metric = {M['pm25']}), 0))::numeric, 1) AS pm25_24h,
+    round((sum(h.sum) FILTER (WHERE h.metric = {M['pm10']}) / nullif(sum(h.n) FILTER (WHERE h.metric = {M['pm10']}), 0))::numeric, 1) AS pm10_24h
+  FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
+  WHERE h.metric IN ({M['pm25']}, {M['pm10']}) AND h.bucket >= {TO} - interval '24 hours' AND h.bucket < {TO}
+    AND {AIR_FILTER}
+  GROUP BY 1, 2, 3, 4) s,
+LATERAL (SELECT 1 + greatest(coalesce(width_bucket(round(pm25_24h)::float8, {DAQI_PM25}), 0),
+                             coalesce(width_bucket(round(pm10_24h)::float8, {DAQI_PM10}), 0)) AS daqi) x
+ORDER BY daqi DESC, site""",
+        ("site", "ward", "latitude", "longitude", "pm25_24h", "pm10_24h", "daqi", "band"), w=24),
+    PanelSpec("PM2.5 and PM10 (hourly means)", "timeseries", f"""SELECT $__timeGroupAlias(h.bucket, '1h'), d.device_id || ' ' || m.name AS metric,
+  sum(h.sum) / sum(h.n) AS value
+FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id JOIN metrics m ON m.id = h.metric
+WHERE h.metric IN ({M['pm25']}, {M['pm10']}) AND $__timeFilter(h.bucket) AND {AIR_FILTER}
+GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12),
+    PanelSpec("PM2.5 corrected for humidity", "timeseries", f"""SELECT $__timeGroupAlias(p.bucket, '1h'), d.device_id AS metric,
+  avg(p.avg / (1 + (0.4 / 1.65) / (100.0 / least(greatest(r.avg, 1.0), 95.0) - 1))) AS value
+FROM readings_hourly p
+JOIN readings_hourly r ON r.device_id = p.device_id AND r.bucket = p.bucket AND r.metric = {M['rh']}
+JOIN {DEV_JOIN} ON d.id = p.device_id
+WHERE p.metric = {M['pm25']} AND $__timeFilter(p.bucket) AND {AIR_FILTER}
+GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
+        description="κ-Köhler growth correction (Crilley et al. 2018), κ = 0.4, RH capped at 95 %."),
+))
+
+# --------------------------------------------------------------------------- noise
+
+NOISE_FILTER = f"d.tenant = '$tenant' AND d.kind = 'noise' AND {WARD}"
+NIGHT = "(extract(hour FROM h.bucket AT TIME ZONE '$tz') >= 23 OR extract(hour FROM h.bucket AT TIME ZONE '$tz') < 7)"
+LIMIT = f"CASE WHEN {NIGHT} THEN $noise_night ELSE $noise_day END"
+NOISE = DashboardSpec("ss-noise", "StreetSense: noise",
+    "A-weighted equivalent levels by hour of week, and hours over the limits.",
+    ("tenant", "ward", "tz", "noise_day", "noise_night"), (
+    PanelSpec("LAeq by hour of week", "barchart", f"""SELECT (extract(isodow FROM h.bucket AT TIME ZONE '$tz')::int - 1) * 24
+         + extract(hour FROM h.bucket AT TIME ZONE '$tz')::int AS hour_of_week,
+  to_char(h.bucket AT TIME ZONE '$tz', 'Dy HH24') AS slot,
+  round((10 * log(avg(power(10, h.avg / 10))))::numeric, 1) AS laeq_db
+FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
+WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
+GROUP BY 1, 2 ORDER BY 1""", ("hour_of_week", "slot", "laeq_db"), unit="dB", w=24,
+        description="Energy mean over sites and weeks of the hourly means (an hourly mean is the arithmetic "
+                    "mean of the interval LAeq values, which the rollups keep)."),
+    PanelSpec("Hours over the limit by site", "table", f"""SELECT d.device_id AS site, a.ward,
+  count(*) FILTER (WHERE h.avg > {LIMIT}) AS exceedance_hours,
+  count(*) FILTER (WHERE h.avg > {LIMIT} AND {NIGHT}) AS night_exceedance_hours,
+  count(*) AS hours, round(max(h.avg)::numeric, 1) AS loudest_hour_db
+FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
+WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
+GROUP BY 1, 2 ORDER BY exceedance_hours DESC, site""",
+        ("site", "ward", "exceedance_hours", "night_exceedance_hours", "hours", "loudest_hour_db"), w=12),
+    PanelSpec("Exceedances per day", "timeseries", f"""SELECT $__timeGroupAlias(h.bucket, '1d'), d.device_id AS metric,
+  count(*) FILTER (WHERE h.avg > {LIMIT}) AS value
+FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
+WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
+GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=12),
+))
+
+# --------------------------------------------------------------------------- roads
+
+# Bump events (five records sharing a time) gathered on a ~28 m grid; feature-like
+# events only (span >= 0.7 s, as stream_models.roads); a cell is confirmed when hit
+# at least 3 times by 2 vehicles or on 2 days, and 4x the mean hits of the
+# non-empty cells (the background of rough surfaces; cf. the model's hot-spot test).  The class is a SQL heuristic from
+# the calibration medians (simulators/models/road.py SHAPES): humps are slow and
+# long, castings short and consistent, potholes the rest.  The model's own
+# confirmed defects are the pothole alerts (table below).
+ROAD_EVENTS = f"""WITH ev AS (
+  SELECT r.device_id, r.time,
+    max(r.value) FILTER (WHERE r.metric = {M['bump_g']}) AS peak,
+    max(r.value) FILTER (WHERE r.metric = {M['bump_dur']}) AS span,
+    max(r.value) FILTER (WHERE r.metric = {M['speed']}) AS speed,
+    max(r.value) FILTER (WHERE r.metric = {M['lat']}) AS lat,
+    max(r.value) FILTER (WHERE r.metric = {M['lon']}) AS lon
+  FROM readings r JOIN devices d ON d.id = r.device_id
+  WHERE d.tenant = '$tenant' AND d.kind = 'road' AND r.metric BETWEEN {M['bump_g']} AND {M['lon']}
+    AND $__timeFilter(r.time)
+  GROUP BY 1, 2),
+cells AS (
+  SELECT floor(lat / 0.00025) AS cy, floor(lon / 0.0004) AS cx, count(*) AS hits,
+    count(DISTINCT device_id) AS vehicles, count(DISTINCT date_trunc('day', time, 'UTC')) AS days,
+    avg(lat) AS latitude, avg(lon) AS longitude, exp(avg(ln(greatest(peak, 0.01)))) AS peak,
+    coalesce(stddev_samp(ln(greatest(peak, 0.01))), 0) AS peak_sd, exp(avg(ln(greatest(span, 0.001)))) AS span,
+    avg(speed) AS speed, max(time) AS last_hit
+  FROM ev WHERE span >= 0.7 AND lat IS NOT NULL AND lon IS NOT NULL
+  GROUP BY 1, 2),
+defects AS (
+  SELECT *, CASE WHEN speed < 5.5 AND span > 1.25 THEN 'speed_hump'
+                 WHEN span < 1.1 AND peak_sd < 0.45 THEN 'casting' ELSE 'pothole' END AS class
+  FROM (SELECT *, avg(hits) OVER () AS background FROM cells) c
+  WHERE hits >= greatest(3, 4 * background) AND (vehicles >= 2 OR days >= 2))"""
+ROADS = DashboardSpec("ss-roads", "StreetSense: roads",
+    "Road defects located from council vehicles' bump events.", ("tenant",), (
+    PanelSpec("Confirmed defects", "geomap", ROAD_EVENTS + """
+SELECT class, latitude, longitude, hits AS passes, vehicles, days, round(peak::numeric, 2) AS peak_ms2,
+  round(span::numeric, 2) AS span_s, last_hit
+FROM defects ORDER BY hits DESC LIMIT 2000""",
+        ("class", "latitude", "longitude", "passes", "vehicles", "days", "peak_ms2", "span_s", "last_hit"),
+        w=14, h=14),
+    PanelSpec("Castings vs potholes", "piechart", ROAD_EVENTS + """
+SELECT class, count(*) AS defects FROM defects GROUP BY 1 ORDER BY 1""", ("class", "defects"), w=10, h=7),
+    PanelSpec("Passes (vehicle hours with bump events)", "timeseries", f"""SELECT $__timeGroupAlias(h.bucket, '1d'), d.device_id AS metric, count(*) AS value
+FROM readings_hourly h JOIN devices d ON d.id = h.device_id
+WHERE h.metric = {M['speed']} AND $__timeFilter(h.bucket) AND d.tenant = '$tenant' AND d.kind = 'road'
+GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=10, h=7),
+    PanelSpec("Road defect alerts", "table", """SELECT a.entity, a.kind, a.severity, a.status, a.lat AS latitude, a.lon AS longitude,
+  a.window_start, a.verdict
+FROM alerts a
+WHERE a.tenant = '$tenant' AND a.kind IN ('pothole', 'road_defect_other') AND $__timeFilter(a.window_start)
+ORDER BY a.window_start DESC LIMIT 500""",
+        ("entity", "kind", "severity", "status", "latitude", "longitude", "window_start", "verdict"), w=24),
+))
+
+# --------------------------------------------------------------------------- fleet health
+
+FLEET = DashboardSpec("ss-fleet", "StreetSense: fleet health",
+    "Batteries, radio, wake schedule, firmware and buffering.", ("tenant", "ward", "kind"), (
+    PanelSpec("Lowest battery per kind (hourly minimum)", "timeseries",
+              hourly_series("bat_v", "min(h.min)"), ("time", "metric", "value"), "time_series", "volt"),
+    PanelSpec("RSSI per kind (hourly mean)", "timeseries",
+              hourly_series("rssi", "sum(h.sum) / sum(h.n)"), ("time", "metric", "value"), "time_series", "dBm"),
+    PanelSpec("Late: last seen before the expected wake", "table", f"""SELECT d.device_id, d.kind, a.ward, d.state, d.firmware, d.last_seen, d.next_wake,
+  round((extract(epoch FROM {TO} - d.next_wake) / 60)::numeric) AS minutes_late
+FROM {DEV_JOIN}
+WHERE d.status = 'active' AND {DEV_FILTER} AND d.next_wake IS NOT NULL
+  AND d.next_wake < {TO} - interval '15 minutes' AND (d.last_seen IS NULL OR d.last_seen < d.next_wake)
+ORDER BY minutes_late DESC LIMIT 200""",
+        ("device_id", "kind", "ward", "state", "firmware", "last_seen", "next_wake", "minutes_late"), w=24,
+        description="A sleeping device is not silent until its own announced wake time has passed."),
+    PanelSpec("Firmware versions", "piechart", f"""SELECT coalesce(d.firmware, 'unknown') AS firmware, count(*) AS devices
+FROM {DEV_JOIN}
+WHERE d.status = 'active' AND {DEV_FILTER}
+GROUP BY 1 ORDER BY devices DESC""", ("firmware", "devices"), w=8),
+    PanelSpec("Buffered readings (sum of hourly maxima)", "timeseries",
+              hourly_series("buffered", "sum(h.max)"), ("time", "metric", "value"), "time_series", w=16),
+    PanelSpec("Lowest batteries now", "table", f"""SELECT d.device_id, d.kind, a.ward, round(b.v::numeric, 3) AS bat_v, b.bucket AS at
+FROM {DEV_JOIN}
+CROSS JOIN LATERAL (SELECT h.min AS v, h.bucket FROM readings_hourly h
+                    WHERE h.device_id = d.id AND h.metric = {M['bat_v']} AND $__timeFilter(h.bucket)
+                    ORDER BY h.bucket DESC LIMIT 1) b
+WHERE d.status = 'active' AND {DEV_FILTER}
+ORDER BY bat_v LIMIT 25""", ("device_id", "kind", "ward", "bat_v", "at"), w=24),
+))
+
+# --------------------------------------------------------------------------- alerts
+
+ALERT_FILTER = f"a.tenant = '$tenant' AND {WARD}"
+ALERTS = DashboardSpec("ss-alerts", "StreetSense: alerts",
+    "Alert lifecycle, delivery to council systems, operator verdicts and precision.", ("tenant", "ward"), (
+    PanelSpec("Alerts raised per day by status", "timeseries", f"""SELECT $__timeGroupAlias(a.created_at, '1d'), a.status AS metric, count(*) AS value
+FROM alerts a WHERE {ALERT_FILTER} AND $__timeFilter(a.created_at)
+GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series"),
+    PanelSpec("Lifecycle by kind", "table", f"""SELECT a.kind, count(*) AS raised,
+  count(*) FILTER (WHERE a.status = 'open') AS open,
+  count(*) FILTER (WHERE a.status = 'acknowledged') AS acknowledged,
+  count(*) FILTER (WHERE a.status = 'resolved') AS resolved,
+  count(*) FILTER (WHERE a.status = 'dismissed') AS dismissed,
+  round((avg(extract(epoch FROM a.acknowledged_at - a.created_at)) / 60)::numeric, 1) AS minutes_to_ack,
+  round((avg(extract(epoch FROM a.closed_at - a.created_at)) / 3600)::numeric, 1) AS hours_to_close
+FROM alerts a WHERE {ALERT_FILTER} AND $__timeFilter(a.created_at)
+GROUP BY 1 ORDER BY raised DESC""",
+        ("kind", "raised", "open", "acknowledged", "resolved", "dismissed", "minutes_to_ack", "hours_to_close")),
+    PanelSpec("Delivery status by sink", "table", f"""SELECT dl.sink, dl.status, count(*) AS deliveries, sum(dl.attempts) AS attempts,
+  max(dl.last_attempt_at) AS last_attempt, max(dl.last_error) AS last_error
+FROM alert_deliveries dl JOIN alerts a ON a.id = dl.alert_id
+WHERE {ALERT_FILTER} AND $__timeFilter(dl.created_at)
+GROUP BY 1, 2 ORDER BY 1, 2""", ("sink", "status", "deliveries", "attempts", "last_attempt", "last_error")),
+    PanelSpec("Operator verdicts", "barchart", f"""SELECT a.kind,
+  count(*) FILTER (WHERE a.verdict = 'true_positive') AS true_positive,
+  count(*) FILTER (WHERE a.verdict = 'false_positive') AS false_positive,
+  count(*) FILTER (WHERE a.verdict IS NULL AND a.closed_at IS NOT NULL) AS closed_unjudged
+FROM alerts a WHERE {ALERT_FILTER} AND $__timeFilter(a.created_at)
+GROUP BY 1 ORDER BY 1""", ("kind", "true_positive", "false_positive", "closed_unjudged")),
+    PanelSpec("Precision by kind (operator verdicts)", "bargauge", f"""SELECT a.kind,
+  round(count(*) FILTER (WHERE a.verdict = 'true_positive')::numeric / count(*), 3) AS precision,
+  count(*) AS judged
+FROM alerts a WHERE {ALERT_FILTER} AND $__timeFilter(a.created_at) AND a.verdict IS NOT NULL
+GROUP BY 1 ORDER BY 1""", ("kind", "precision", "judged"), unit="percentunit", w=24),
+))
+
+ALL = (OPERATIONS, BINS, AIR, NOISE, ROADS, FLEET, ALERTS)
