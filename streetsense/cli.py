@@ -209,6 +209,15 @@ def demo(bins: Annotated[int, typer.Option(help="simulated bin-fill sensors")] =
 
 # --- bench ------------------------------------------------------------------
 
+@bench_app.command("gateway")
+def bench_gateway_cmd(readings: Annotated[int, typer.Option(help="readings to buffer and forward")] = 1_000_000,
+                      pack: int = 48, devices: int = 200) -> None:
+    """Gateway forward rate vs raw broker rate, outage drain time, buffered bytes per reading (JSON)."""
+    from gateway.bench import bench_gateway
+
+    print(json.dumps(bench_gateway(readings, json=True, pack=pack, devices=devices)))
+
+
 @bench_app.command("ingest")
 def bench_ingest(readings: Annotated[int, typer.Option(help="readings to publish")] = 500_000,
                  pack: Annotated[int, typer.Option(help="readings per SenML pack")] = 50,
@@ -291,6 +300,15 @@ def dashboards_push(url: Annotated[str, typer.Option(help="Grafana base URL")],
     from dashboards.build import push_command
 
     print(json.dumps(push_command(url, token, folder), indent=1, default=str))
+
+
+def _register_gateway() -> None:
+    from gateway.cli import app as gateway_app
+
+    app.add_typer(gateway_app, name="gateway", help="The on-site gateway: local broker, durable queue, forwarding.")
+
+
+_register_gateway()
 
 
 def _register_ota() -> None:
