@@ -234,11 +234,19 @@ def bench_ingest(readings: Annotated[int, typer.Option(help="readings to publish
 
 # --- firmware ---------------------------------------------------------------
 
-def _register_firmware() -> None:
+@firmware_app.command("build")
+def firmware_build(board: Annotated[str, typer.Option(help="esp32, picow or pico2w")] = "esp32",
+                   out: Annotated[Optional[Path], typer.Option(help="output directory")] = None,
+                   json_out: Annotated[bool, typer.Option("--json", help="print JSON with sizes")] = False) -> None:
+    """Compile the node firmware for BOARD with mpy-cross and report .mpy sizes."""
     from streetsense.firmware.build import build_command
+
+    build_command(board, out, json_out)
+
+
+def _register_firmware() -> None:
     from streetsense.firmware.energy import energy_command
 
-    firmware_app.command("build")(build_command)
     firmware_app.command("energy")(energy_command)
 
 
