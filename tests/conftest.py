@@ -17,6 +17,10 @@ from streetsense.embedded import EmbeddedPostgres, MosquittoBroker
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
+# MicroPython-side fakes and Node tools are loaded into the MicroPython
+# interpreter by the firmware tests; CPython must not import them as doctests.
+collect_ignore = ["fakes", "tools", "artifacts"]
+
 
 @pytest.fixture(scope="session")
 def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
