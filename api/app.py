@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 
-from api import alerts as alerts_api, consents as consents_api, opendata, queries as q, sta
+from api import alerts as alerts_api, consents as consents_api, opendata, queries as q, routes, sta
 from api.auth import Principal, require
 from streetsense import __version__
 
@@ -200,6 +200,7 @@ def create_app(database_url: str, *, api_token: str | None = None, pool_size: in
     app.include_router(consents_api.router(pool))
     app.include_router(sta.router(pool))
     app.include_router(opendata.router(pool))
+    app.include_router(routes.router(pool))
     return app
 
 

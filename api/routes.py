@@ -1,0 +1,149 @@
+"""Collection planning routes (``routing/``): make and read plans, re-plan during the
+day, the crew app per route (HTML, GPX, GeoJSON) and crew reports.
+
+A ``blocked`` report closes its street segment and re-plans the rest of the day at
+once; the crew page redirects to the newest plan (and reloads itself after a report
+that triggered a re-plan).  "collected" reports are ground truth
+for collection detection, "not_out" feeds the not-put-out alert: both are stored in
+``crew_reports`` for those stages to read.
+"""
+
+from collections.abc import Iterator
+from datetime import date as Date, datetime
+from typing import Annotated, Literal
+
+import psycopg
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel, Field
+
+from api.auth import Principal, require
+from routing import crew, store
+from routing.plan import PlanParams
+from routing.service import make_plan, replan_stored, tenant_graph
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+ReportStatus = Literal["collected", "not_out", "blocked", "contaminated", "damaged"]
+
+
+class PlanIn(BaseModel):
+    tenant: str = Field(pattern=ID_PATTERN)
+    date: Date
+    time_limit_s: float = Field(default=20.0, gt=0, le=300)
+    threshold: float = Field(default=0.8, gt=0, le=1.5)
+
+
+class ReplanIn(BaseModel):
+    now: datetime | None = None
+    blocked_edges: list[int] = []
+    broken: list[str] = Field(default=[], description="route ids of lorries out of service")
+    time_limit_s: float = Field(default=10.0, gt=0, le=300)
+
+
+class ReportIn(BaseModel):
+    client_id: str = Field(min_length=1, max_length=64)
+    asset_id: str = Field(min_length=1, max_length=64)
+    status: ReportStatus
+    reported_at: datetime
+    note: str = Field(default="", max_length=500)
+    edge_id: int | None = None
+
+
+def router(pool: ConnectionPool, graph=None, replan_time_limit_s: float = 5.0) -> APIRouter:
+    r = APIRouter()
+
+    def conn() -> Iterator[psycopg.Connection]:
+        with pool.connection() as c:
+            yield c
+
+    Conn = Annotated[psycopg.Connection, Depends(conn)]
+    Reader = Annotated[Principal, Depends(require("admin", "operations", "field_engineer", "integration"))]
+    Writer = Annotated[Principal, Depends(require("admin", "operations"))]
+    Crew = Annotated[Principal, Depends(require("admin", "field_engineer"))]
+
+    def g(tenant: str):
+        return graph if graph is not None else tenant_graph(tenant)
+
+    def plan_row(c, plan_id: int) -> dict:
+        row = store.get_plan(c, plan_id)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such plan")
+        return row
+
+    def summary(pid: int, plan: dict) -> dict:
+        return {"plan_id": pid, "date": str(plan.get("date")), "feasible": plan["feasible"], "totals": plan["totals"],
+                "unserved": len(plan.get("unserved", [])),
+                "routes": [{k: x[k] for k in ("route_id", "vehicle_type", "stops", "trips", "km", "start", "end",
+                                               "hours")} | {"crew_url": f"/crew/{pid}/{x['route_id']}"}
+                           for x in plan["routes"]]}
+
+    @r.post("/routes/plans", status_code=status.HTTP_201_CREATED, tags=["routes"])
+    def create_plan(c: Conn, _: Writer, body: PlanIn) -> dict:
+        if c.execute("SELECT 1 FROM tenants WHERE id = %s", (body.tenant,)).fetchone() is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown tenant {body.tenant!r}")
+        pid, plan = make_plan(c, body.tenant, body.date, g(body.tenant),
+                              PlanParams(time_limit_s=body.time_limit_s, threshold=body.threshold))
+        return summary(pid, plan)
+
+    @r.get("/routes/plans/{plan_id}", tags=["routes"])
+    def read_plan(c: Conn, _: Reader, plan_id: int) -> dict:
+        row = plan_row(c, plan_id)
+        return {"plan_id": row["id"], "tenant": row["tenant"], "status": row["status"], "parent_id": row["parent_id"],
+                "reason": row["reason"], "latest_id": store.latest_plan(c, plan_id), "plan": row["plan"]}
+
+    @r.post("/routes/plans/{plan_id}/replan", status_code=status.HTTP_201_CREATED, tags=["routes"])
+    def replan(c: Conn, _: Writer, plan_id: int, body: ReplanIn) -> dict:
+        row = plan_row(c, plan_id)
+        reason = "breakdown" if body.broken else ("blocked_street" if body.blocked_edges else "manual")
+        parent = store.latest_plan(c, plan_id)
+        nid, plan = replan_stored(c, plan_id, now=body.now, blocked_edges=set(body.blocked_edges),
+                                  broken=set(body.broken), graph=g(row["tenant"]), reason=reason,
+                                  time_limit_s=body.time_limit_s)
+        return summary(nid, plan) | {"parent_id": parent,
+                                     "done": len(plan.get("done", [])), "blocked": len(plan.get("blocked", []))}
+
+    def route_or_404(c, plan_id: int, route_id: str) -> tuple[dict, dict]:
+        row = plan_row(c, plan_id)
+        rt = crew.route_of(row["plan"], route_id)
+        if rt is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such route in this plan")
+        return row, rt
+
+    @r.get("/crew/{plan_id}/{route_id}.gpx", tags=["crew"])
+    def gpx(c: Conn, _: Crew, plan_id: int, route_id: str) -> Response:
+        row, rt = route_or_404(c, plan_id, route_id)
+        return Response(crew.route_gpx(g(row["tenant"]), plan_id, rt), media_type="application/gpx+xml",
+                        headers={"Content-Disposition": f'attachment; filename="{route_id}-{plan_id}.gpx"'})
+
+    @r.get("/crew/{plan_id}/{route_id}.geojson", tags=["crew"])
+    def geojson(c: Conn, _: Crew, plan_id: int, route_id: str) -> JSONResponse:
+        row, rt = route_or_404(c, plan_id, route_id)
+        return JSONResponse(crew.route_geojson(g(row["tenant"]), plan_id, rt), media_type="application/geo+json")
+
+    @r.get("/crew/{plan_id}/{route_id}", response_class=HTMLResponse, tags=["crew"])
+    def crew_page(c: Conn, plan_id: int, route_id: str) -> Response:
+        # the page itself holds no data beyond the route; reports need the crew role
+        latest = store.latest_plan(c, plan_id)
+        if latest != plan_id and crew.route_of(plan_row(c, latest)["plan"], route_id) is not None:
+            return RedirectResponse(f"/crew/{latest}/{route_id}", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+        row, rt = route_or_404(c, plan_id, route_id)
+        base = f"/crew/{plan_id}/{route_id}"
+        return HTMLResponse(crew.crew_page(g(row["tenant"]), plan_id, rt, base + "/reports", base),
+                            headers={"Cache-Control": "no-store"})
+
+    @r.post("/crew/{plan_id}/{route_id}/reports", tags=["crew"])
+    def report(c: Conn, _: Crew, plan_id: int, route_id: str, body: ReportIn, response: Response) -> dict:
+        row, rt = route_or_404(c, plan_id, route_id)
+        rep, created = store.add_report(c, plan_id, row["tenant"], route_id, body.asset_id, body.status,
+                                        body.client_id, body.reported_at, body.note, body.edge_id)
+        response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        out = {"report": rep, "created": created}
+        if created and body.status == "blocked" and body.edge_id is not None:
+            nid, _plan = replan_stored(c, plan_id, blocked_edges={body.edge_id}, graph=g(row["tenant"]),
+                                       reason="blocked_street", time_limit_s=replan_time_limit_s)
+            store.supersede(c, rep["id"], nid)
+            out["replan_id"] = nid
+        return out
+
+    return r

@@ -1,0 +1,75 @@
+"""Plan / re-plan against the database: the shell shared by the CLI and the API."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from datetime import date as Date, datetime, timezone
+from functools import lru_cache
+
+from routing import store
+from routing.plan import DEFAULT_FLEET, PlanParams, VehicleSpec, plan_day, replan
+
+__all__ = ["tenant_graph", "make_plan", "replan_stored"]
+
+
+@lru_cache(maxsize=4)
+def _graph(path: str | None):
+    from simulators.geo import StreetGraph
+    from simulators.scenario import load_scenario
+
+    if path:
+        return StreetGraph.load_json(path)
+    return load_scenario().graph
+
+
+def tenant_graph(tenant: str | None = None):
+    """The street graph to plan on: ``STREETSENSE_STREET_GRAPH`` (StreetGraph JSON) or the default town."""
+    return _graph(os.environ.get("STREETSENSE_STREET_GRAPH") or None)
+
+
+def make_plan(conn, tenant: str, day: Date, graph=None, params: PlanParams | None = None,
+              fleet: tuple[VehicleSpec, ...] = DEFAULT_FLEET) -> tuple[int, dict]:
+    g = graph or tenant_graph(tenant)
+    p = params or PlanParams()
+    bins = store.load_bin_states(conn, tenant, day, g)
+    plan = plan_day(bins, day, g, fleet, p)
+    inputs = {"bins": [asdict(b) for b in bins], "params": asdict(p), "fleet": [asdict(v) for v in fleet],
+              "graph": g.name, "nodes": len(g.nodes), "edges": len(g.edges)}
+    pid = store.save_plan(conn, tenant, day, inputs, plan)
+    plan["plan_id"] = pid
+    return pid, plan
+
+
+def replan_stored(conn, plan_id: int, *, now: datetime | None = None, blocked_edges: set[int] = frozenset(),
+                  broken: set[str] = frozenset(), graph=None, reason: str = "manual",
+                  time_limit_s: float | None = None) -> tuple[int, dict]:
+    """Re-plan the active descendant of ``plan_id``: completed stops come from 'collected' (and 'not_out',
+    'damaged', 'contaminated': visited) crew reports; 'blocked' reports close their street."""
+    pid = store.latest_plan(conn, plan_id)
+    row = store.get_plan(conn, pid)
+    plan = row["plan"]
+    g = graph or tenant_graph(row["tenant"])
+    chain = [pid]
+    cur = row
+    while cur["parent_id"] is not None:
+        chain.append(cur["parent_id"])
+        cur = store.get_plan(conn, cur["parent_id"])
+    reps = store.reports(conn, chain)
+    done = {r["asset_id"] for r in reps if r["status"] != "blocked"}
+    blocked = set(blocked_edges) | {int(r["edge_id"]) for r in reps if r["status"] == "blocked" and r["edge_id"] is not None}
+    now = now or datetime.now(timezone.utc)
+    now_s = now.hour * 3600 + now.minute * 60 + now.second
+    params = PlanParams(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in plan["params"].items()})
+    if time_limit_s is not None:
+        params.time_limit_s = time_limit_s
+    # keep what earlier re-plans already finished
+    new = replan(plan, g, now_s=now_s, completed=done, blocked_edges=blocked, broken=set(broken) | set(plan.get("broken", [])),
+                 params=params)
+    new["done"] = plan.get("done", []) + new.get("done", [])
+    new["blocked"] = plan.get("blocked", []) + new.get("blocked", [])
+    inputs = {"parent": pid, "completed": sorted(done), "blocked_edges": sorted(blocked), "broken": sorted(broken),
+              "now": now.isoformat()}
+    nid = store.save_plan(conn, row["tenant"], row["plan_date"], inputs, new, parent_id=pid, reason=reason)
+    new["plan_id"] = nid
+    return nid, new
