@@ -74,7 +74,7 @@ def wait_count(db_url: str, n: int, timeout: float = 60) -> int:
     return got
 
 
-def wait_subscribed(db_url: str, mqtt_url: str, timeout: float = 60, protocol: int = 5) -> None:
+def wait_subscribed(db_url: str, mqtt_url: str, timeout: float = 60, protocol: int = 5, tenant: str = TENANT) -> None:
     """Until the worker's subscription exists the broker has nobody to queue for;
     a probe reading (device 'probe', registered with the others) that arrives in
     the database proves it does."""
@@ -82,7 +82,7 @@ def wait_subscribed(db_url: str, mqtt_url: str, timeout: float = 60, protocol: i
     deadline = time.monotonic() + timeout
     seq = 0
     while time.monotonic() < deadline:
-        publish_all(pub, [(v1.topic(TENANT, "probe", v1.UP), v1.encode_json("probe", BASE, seq, [("fill", 1, seq)]))])
+        publish_all(pub, [(v1.topic(tenant, "probe", v1.UP), v1.encode_json("probe", BASE, seq, [("fill", 1, seq)]))])
         seq += 1
         time.sleep(0.3)
         with psycopg.connect(db_url) as c:
@@ -94,12 +94,12 @@ def wait_subscribed(db_url: str, mqtt_url: str, timeout: float = 60, protocol: i
 
 
 @contextmanager
-def worker_thread(db_url: str, mqtt_url: str, **kw) -> Iterator[IngestWorker]:
+def worker_thread(db_url: str, mqtt_url: str, probe_tenant: str = TENANT, **kw) -> Iterator[IngestWorker]:
     w = IngestWorker(IngestConfig(db_url, mqtt_url, client_id=kw.pop("client_id", "ingest-test"), **kw))
     stop = threading.Event()
     t = threading.Thread(target=w.run, args=(stop,), daemon=True)
     t.start()
-    wait_subscribed(db_url, mqtt_url, protocol=kw.get("protocol", 5))
+    wait_subscribed(db_url, mqtt_url, protocol=kw.get("protocol", 5), tenant=probe_tenant)
     try:
         yield w
     finally:
