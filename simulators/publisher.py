@@ -216,7 +216,9 @@ class MqttPublisher:
 def make_publisher(target: str | None) -> Publisher:
     """``mqtt://host:port`` -> :class:`MqttPublisher`; ``none`` / ``null`` -> :class:`NullPublisher`.
 
-    ``gateway://…`` is reserved for the gateway target (not built yet).
+    ``gateway://host:port`` publishes through an on-site gateway: the nodes'
+    broker is the gateway's device listener, so this is MQTT to that listener
+    (``streetsense gateway run`` then validates, queues and forwards).
     """
     if target is None or target.lower() in ("none", "null", "null://", "-"):
         return NullPublisher()
@@ -224,5 +226,5 @@ def make_publisher(target: str | None) -> Publisher:
     if scheme in ("mqtt", "tcp", "mqtts", "ssl"):
         return MqttPublisher(target)
     if scheme == "gateway":
-        raise NotImplementedError("the gateway publisher is not built yet; publish straight to the broker (mqtt://)")
+        return MqttPublisher("mqtt://" + target.split("://", 1)[1])
     raise ValueError(f"unknown publish target {target!r} (mqtt://host:port or none)")

@@ -136,8 +136,6 @@ def test_cli_simulate(sim_broker, tmp_path):
 
 def test_publish_targets():
     assert make_publisher("none").stats["published"] == 0
-    with pytest.raises(NotImplementedError):
-        make_publisher("gateway://lora-1")
     with pytest.raises(ValueError):
         make_publisher("http://x")
 
