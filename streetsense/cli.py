@@ -344,6 +344,60 @@ def _register_routing() -> None:
 _register_routing()
 
 
+eval_app = typer.Typer(help="Evaluate the models: labelled scenario, NAB, real road clips, humidity correction.",
+                       invoke_without_command=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.callback()
+def eval_scenario_cmd(ctx: typer.Context,
+                      scenario: Annotated[Optional[str], typer.Option(help="scenario YAML or name")] = None,
+                      days: float = 60, seed: int = 7,
+                      counts: Annotated[Optional[str], typer.Option(help="e.g. bins=800,air=12")] = None,
+                      json_out: Annotated[bool, typer.Option("--json", help="print JSON only")] = False) -> None:
+    """Precision, recall, F1 and detection delay per alert kind on the simulator's labelled fleet."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from stream_models.evaluate import eval_scenario
+
+    eval_scenario(scenario, days=days, seed=seed, counts=counts, json_out=json_out, progress=not json_out)
+
+
+@eval_app.command("nab")
+def eval_nab_cmd(data: str = "../shared/datasets/nab", subset: Optional[str] = None,
+                 json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """NAB standard-profile score of the generic anomaly scorer."""
+    from stream_models.evaluate import eval_nab
+
+    eval_nab(data, json_out=json_out, subset=subset)
+
+
+@eval_app.command("roads")
+def eval_roads_cmd(data: str = "../shared/datasets/road_surface",
+                   json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Pothole vs casting vs asphalt bump vs texture on real accelerometer clips (macro-F1, confusion)."""
+    from stream_models.evaluate import eval_roads
+
+    eval_roads(data, json_out=json_out)
+
+
+@eval_app.command("air")
+def eval_air_cmd(data: str = "../shared/datasets/air_quality",
+                 json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Humidity correction of low-cost PM against reference monitors (MAE, bias)."""
+    from stream_models.evaluate import eval_air
+
+    eval_air(data, json_out=json_out)
+
+
+@bench_app.command("models")
+def bench_models_cmd(days: float = 2.0, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Readings/s scored by the full model set on the scenario mix, against the ingest rate."""
+    from stream_models.evaluate import bench_models
+
+    bench_models(json_out=json_out, days=days)
+
+
 def _register_ota() -> None:
     from streetsense.ota.cli import ota_app
 
