@@ -254,11 +254,15 @@ def test_continuous_aggregate_refresh_and_policy(conn):
     assert unnest_insert(conn, "ht_cagg", [late]) == 1
     assert conn.execute("SELECT n FROM ht_cagg_hourly WHERE bucket = %s AND device_id = 1 AND metric = 1",
                         (start,)).fetchone() == (12,)
-    # Background jobs never run by themselves under PGlite: run the policy by hand.
-    conn.execute("CALL run_job(%s)", (job,))
-    assert conn.execute("SELECT n, max FROM ht_cagg_hourly "
-                        "WHERE bucket = %s AND device_id = 1 AND metric = 1",
-                        (start,)).fetchone() == (13, 1_000_000.0)
+    # Background jobs never run by themselves under PGlite: run the policy by hand. A run
+    # refreshes a bounded number of invalidated batches, so the late hour may take another run.
+    for _ in range(5):
+        conn.execute("CALL run_job(%s)", (job,))
+        got_late = conn.execute("SELECT n, max FROM ht_cagg_hourly "
+                                "WHERE bucket = %s AND device_id = 1 AND metric = 1", (start,)).fetchone()
+        if got_late == (13, 1_000_000.0):
+            break
+    assert got_late == (13, 1_000_000.0)
     with pytest.raises(errors.InvalidParameterValue, match="refresh policy already exists"):
         conn.execute("SELECT add_continuous_aggregate_policy('ht_cagg_hourly', "
                      "start_offset => interval '3 days', end_offset => interval '1 hour', "

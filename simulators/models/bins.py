@@ -542,6 +542,11 @@ class BinModel:
                                                 fill_at_schedule=round(float(self.fill[i] + inc[i] * frac), 3))
         elif code == _NOT_OUT:
             if data:        # first round of a streak: data = planned streak length
+                prev = self.np_event.pop(i, None)
+                if prev is not None:    # a new streak before any emptying: the earlier one is labelled too
+                    prev.end_ms = te
+                    prev.at_ms = te
+                    self.truth_out.append(prev)
                 kind = "not_put_out_2" if data == 2 else "not_put_out"
                 self.np_event[i] = self._truth(kind, i, te, None, te, rounds=int(data), scheduled=[iso(te)],
                                                round_id=self.specs[i].asset.round_id)
