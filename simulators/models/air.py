@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from simulators.models.base import SampleRing, Upload, plan_poisson, qarray
+from simulators.models.base import PeriodicModel, SampleRing, Upload, plan_poisson, qarray
 from simulators.rng import substream
 from simulators.timebase import DAY_MS, HOUR_MS, MIN_MS
 from simulators.truth import TruthEvent
@@ -125,7 +125,7 @@ def _trapezoid(t: np.ndarray, start: int, end: int) -> np.ndarray:
     return np.minimum(up, down)
 
 
-class AirModel:
+class AirModel(PeriodicModel):
     kind = "air"
 
     def __init__(self, devices: list["DeviceSpec"], params: AirParams, ctx: "SimContext") -> None:
@@ -225,18 +225,6 @@ class AirModel:
             if a < t.max() and b > t.min():
                 bg = bg * (1 + (fac - 1) * _trapezoid(t, a, b))
         return bg
-
-    def advance(self, t0: int, t1: int) -> tuple[list[Upload], list[TruthEvent]]:
-        ups: list[Upload] = []
-        if self.n:
-            P = self.P
-            s = -(-t0 // P) * P
-            while s < t1:
-                self._step(s, ups)
-                s += P
-        out = [e for e in self.truth_out if e.start_ms < t1]
-        self.truth_out = [e for e in self.truth_out if e.start_ms >= t1]
-        return ups, out
 
     def _step(self, s: int, ups: list[Upload]) -> None:
         p, ctx, n, rng = self.p, self.ctx, self.n, self.rng

@@ -45,6 +45,31 @@ class KindModel(Protocol):
     def finish(self, t_end: int) -> list[TruthEvent]: ...
 
 
+class PeriodicModel:
+    """Shared stepping for models that sample on a fixed period ``P`` (ms): each
+    step ``_step(s, ups)`` handles the slot starting at ``s``; truth events are
+    released once their start falls before the end of the window."""
+
+    n: int
+    P: int
+    truth_out: list[TruthEvent]
+
+    def _step(self, s: int, ups: list[Upload]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def advance(self, t0: int, t1: int) -> tuple[list[Upload], list[TruthEvent]]:
+        ups: list[Upload] = []
+        if self.n:
+            P = self.P
+            s = -(-t0 // P) * P
+            while s < t1:
+                self._step(s, ups)
+                s += P
+        out = [e for e in self.truth_out if e.start_ms < t1]
+        self.truth_out = [e for e in self.truth_out if e.start_ms >= t1]
+        return ups, out
+
+
 def qarray(name: str, x: np.ndarray) -> np.ndarray:
     """Vectorised :func:`contract.v1.quantize`, clipped to the metric's valid range.
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from simulators.models.base import SampleRing, Upload, plan_poisson, qarray
+from simulators.models.base import PeriodicModel, SampleRing, Upload, plan_poisson, qarray
 from simulators.rng import substream
 from simulators.timebase import DAY_MS, HOUR_MS, MIN_MS
 from simulators.truth import TruthEvent
@@ -117,7 +117,7 @@ class NoiseParams:
     construction_hours: tuple[float, float] = (1.0, 3.0)
 
 
-class NoiseModel:
+class NoiseModel(PeriodicModel):
     kind = "noise"
 
     def __init__(self, devices: list["DeviceSpec"], params: NoiseParams, ctx: "SimContext") -> None:
@@ -194,18 +194,6 @@ class NoiseModel:
         det: dict[str, Any] = {"device_id": d.device_id, "site_type": d.asset.site_type, "lat": d.lat,
                                "lon": d.lon, "level_db": round(level, 1)}
         self.truth_out.append(TruthEvent(kind, d.device_id, d.tenant, start, end, det, self.ctx.scenario, start))
-
-    def advance(self, t0: int, t1: int) -> tuple[list[Upload], list[TruthEvent]]:
-        ups: list[Upload] = []
-        if self.n:
-            P = self.P
-            s = -(-t0 // P) * P
-            while s < t1:
-                self._step(s, ups)
-                s += P
-        out = [e for e in self.truth_out if e.start_ms < t1]
-        self.truth_out = [e for e in self.truth_out if e.start_ms >= t1]
-        return ups, out
 
     def _step(self, s: int, ups: list[Upload]) -> None:
         p, ctx, n, rng = self.p, self.ctx, self.n, self.rng
