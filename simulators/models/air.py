@@ -274,15 +274,4 @@ class AirModel(PeriodicModel):
         self.ring.put(k, t, q)
         if self.trace is not None:
             self.trace.append((t.copy(), true.copy(), raw.copy(), rh_rep.copy()))
-        up = np.nonzero((k % self.U) == self.slot)[0]
-        if len(up) == 0:
-            return
-        recs = self.ring.records(up, k)
-        delay = rng.integers(200, 2500, len(up)).tolist()
-        tl = t[up].tolist()
-        for j, i in enumerate(up.tolist()):
-            ups.append(Upload(tl[j] + delay[j], int(self.gidx[i]), recs[j], 0, False, "online"))
-
-    def finish(self, t_end: int) -> list[TruthEvent]:
-        out, self.truth_out = self.truth_out, []
-        return out
+        self._upload(k, t, ups)

@@ -52,6 +52,7 @@ class PeriodicModel:
 
     n: int
     P: int
+    U: int
     truth_out: list[TruthEvent]
 
     def _step(self, s: int, ups: list[Upload]) -> None:  # pragma: no cover - abstract
@@ -68,6 +69,22 @@ class PeriodicModel:
         out = [e for e in self.truth_out if e.start_ms < t1]
         self.truth_out = [e for e in self.truth_out if e.start_ms >= t1]
         return ups, out
+
+    def _upload(self, k: int, t: np.ndarray, ups: list[Upload]) -> None:
+        """Devices whose upload slot is step ``k`` send their buffered samples (mains-powered nodes:
+        delivered a fraction of a second to a few seconds after the slot)."""
+        up = np.nonzero((k % self.U) == self.slot)[0]
+        if len(up) == 0:
+            return
+        recs = self.ring.records(up, k)
+        delay = self.rng.integers(200, 2500, len(up)).tolist()
+        tl = t[up].tolist()
+        for j, i in enumerate(up.tolist()):
+            ups.append(Upload(tl[j] + delay[j], int(self.gidx[i]), recs[j], 0, False, "online"))
+
+    def finish(self, t_end: int) -> list[TruthEvent]:
+        out, self.truth_out = self.truth_out, []
+        return out
 
 
 def qarray(name: str, x: np.ndarray) -> np.ndarray:

@@ -236,15 +236,4 @@ class NoiseModel(PeriodicModel):
         q = {"laeq": qarray("laeq", laeq), "lamax": qarray("lamax", lamax), "l10": qarray("l10", l10),
              "l90": qarray("l90", np.minimum(l90, laeq))}
         self.ring.put(k, t, q)
-        up = np.nonzero((k % self.U) == self.slot)[0]
-        if len(up) == 0:
-            return
-        recs = self.ring.records(up, k)
-        delay = rng.integers(200, 2500, len(up)).tolist()
-        tl = t[up].tolist()
-        for j, i in enumerate(up.tolist()):
-            ups.append(Upload(tl[j] + delay[j], int(self.gidx[i]), recs[j], 0, False, "online"))
-
-    def finish(self, t_end: int) -> list[TruthEvent]:
-        out, self.truth_out = self.truth_out, []
-        return out
+        self._upload(k, t, ups)
