@@ -123,8 +123,15 @@ def _run_worker(database_url: str, mqtt_url: str, shared: bool, metrics_port: in
         start_http_server(metrics_port, addr="127.0.0.1")
     import socket
 
-    cfg = IngestConfig(database_url, mqtt_url, group=s.ingest_group, shared=shared,
-                       client_id=f"{s.ingest_client_prefix or s.ingest_group + '-' + socket.gethostname()}-{slot}",
+    from streetsense.embedded import MqttTarget
+    from streetsense.identity.mosquitto import ingest_names
+
+    group, client_id = s.ingest_group, f"{s.ingest_client_prefix or s.ingest_group + '-' + socket.gethostname()}-{slot}"
+    password = MqttTarget.parse(mqtt_url).password
+    if password:    # an authenticated broker: names no other account can guess (see ingest_names)
+        group, derived = ingest_names(password, s.ingest_group, f"{socket.gethostname()}-{slot}")
+        client_id = f"{s.ingest_client_prefix}-{slot}" if s.ingest_client_prefix else derived
+    cfg = IngestConfig(database_url, mqtt_url, group=group, shared=shared, client_id=client_id,
                        batch_readings=s.ingest_batch_readings, batch_ms=s.ingest_batch_ms,
                        receive_maximum=s.ingest_receive_maximum,
                        use_copy={"auto": None, "on": True, "off": False}[s.ingest_use_copy],

@@ -35,6 +35,8 @@ topic read ss/v1/leeds/bin-1/cmd
 from __future__ import annotations
 
 import grp
+import hashlib
+import hmac
 import os
 import signal
 import stat
@@ -94,6 +96,31 @@ def service_rules(role: str, tenant: str | None) -> list[str]:
     if role == "observer":
         return [f"topic read ss/v1/{tenant}/#" if tenant else "topic read ss/v1/#"]
     raise ValueError(f"unknown role {role!r}")
+
+
+def ingest_names(secret: str, group: str = "ingest", slot: str = "0") -> tuple[str, str]:
+    """The ingest workers' ``$share`` group and a worker's client id, derived from the ingest secret.
+
+    Mosquitto's ``acl_file`` grants every SUBSCRIBE and checks read access per message at
+    delivery, and a shared group hands each message to one member in turn: a member without
+    read access swallows its turn.  Any authenticated client able to name the ingest group
+    could make ingest lose readings, and any client able to name an ingest client id could
+    take over its persistent session.  Deriving both from the ingest account's secret (HMAC,
+    one-way) means only holders of that secret can name them; every worker of one deployment
+    derives the same group.
+
+    >>> g, cid = ingest_names("s3cret", "ingest", "host-0")
+    >>> g.startswith("ingest-") and len(g) == 7 + 16, cid.startswith(g) and cid.endswith("-host-0")
+    (True, True)
+    >>> ingest_names("other", "ingest", "host-0")[0] == g
+    False
+    """
+    if not secret:
+        raise ValueError("ingest_names needs the ingest account's secret")
+    tag = hmac.new(secret.encode(), b"streetsense/ingest-share-group/v1\0" + group.encode(),
+                   hashlib.sha256).hexdigest()[:16]
+    name = f"{group}-{tag}"
+    return name, f"{name}-{slot}"
 
 
 def acl_file(devices: Iterable[DeviceEntry], services: Iterable[ServiceEntry], *, header: bool = True) -> str:
