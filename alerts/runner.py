@@ -8,7 +8,8 @@ One :meth:`Runner.step` is one transaction:
    ``feedback`` and record what it answered and whether its state changed;
 3. read device status changes (``devices.updated_at``, with ``next_wake`` so
    sleep is not silence) and the readings of ingest batches committed since
-   the watermark, and feed them to the engine in time order; then ``tick``;
+   the watermark, and the crew reports (``crew_reports``, from the crew app)
+   received since theirs, and feed them to the engine in time order; then ``tick``;
 4. fold the findings into alerts (:func:`alerts.store.upsert_finding`), which
    queues their deliveries in the outbox;
 5. save the engine (``dumps()``) and the watermarks.
@@ -27,6 +28,20 @@ device's mark when it becomes visible (two packs of one device committed out
 of order by two ingest workers across a step boundary) is not fed: online
 models see each device's stream in order, and the late reading stays in
 ``readings`` for reports.
+
+Crew reports. ``crew_reports`` rows are taken in (received_at, id) order once
+they are ``settle`` old, the watermark checkpointed in the same transaction,
+so a report reaches the engine exactly once across restarts. Each becomes a
+:class:`~stream_models.events.CrewReport` at its ``reported_at`` (the phone's
+time: an offline queue may deliver it late) and is merged in time order with
+the step's readings and status changes. ``collected`` is ground truth that the
+bin was emptied, ``not_out`` decides "not put out" (and counts towards the
+welfare finding, still gated by consent in :mod:`alerts.store`), ``blocked``
+explains a missed collection; ``contaminated`` and ``damaged`` are not model
+input (they say nothing about whether the bin was presented or emptied) and are
+only counted. The bin's registry row is announced first if the engine does not
+have it yet. A report that arrives after the engine judged its round is too
+late to change that judgement (the engine keeps it for the bin's next one).
 
 The engine is the pure ``stream_models.engine.Engine``: ``process(event) ->
 list[Finding]``, ``tick(now_ms) -> list[Finding]``, ``feedback(alert_kind,
@@ -54,7 +69,7 @@ from psycopg.rows import dict_row
 
 from alerts import store
 from contract import v1
-from stream_models.events import DeviceInfo, Reading, Status
+from stream_models.events import CREW_OUTCOMES, CrewReport, DeviceInfo, Reading, Status
 
 log = structlog.get_logger("alerts.runner")
 
@@ -75,6 +90,7 @@ class RunnerConfig:
     settle: timedelta = timedelta(seconds=5)
     max_logs: int = 200                         # ingest batches per step
     max_status: int = 5000                      # device status changes per step
+    max_crew: int = 5000                        # crew reports per step
     #: on a first start, begin this far back (None: all history)
     initial_lookback: timedelta | None = timedelta(days=1)
     policy: store.Policy = field(default_factory=store.Policy)
@@ -86,6 +102,8 @@ class StepResult:
     events: int = 0
     readings: int = 0
     status: int = 0
+    crew: int = 0                               # crew reports fed to the engine
+    crew_ignored: int = 0                       # crew reports read but not model input (contaminated, damaged)
     findings: int = 0
     feedback: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -123,6 +141,34 @@ def default_events(readings: list[dict], status: list[dict], devices: dict[int, 
         out.append((t, 1, Reading(d["tenant"], d["device_id"], d["kind"], metric, t, r["value"])))
     out.sort(key=lambda x: (x[0], x[1]))
     return [e for _, _, e in out]
+
+
+def _event_time(ev: Any) -> int | None:
+    if isinstance(ev, (Reading, Status, CrewReport)):
+        return int(ev.time_ms)
+    if isinstance(ev, tuple) and not hasattr(ev, "_fields") and len(ev) == 6:
+        return int(ev[4])
+    return None
+
+
+def merge_in_time(events: Iterable[Any], crew: list[CrewReport]) -> list[Any]:
+    """``events`` (already in time order) with ``crew`` (sorted by time) merged in: a report goes after
+    every event of the same or an earlier time; events without a time keep their place.
+
+    >>> r = [Reading("t", "b", "bin_fill", "fill", 10, 0.5), Reading("t", "b", "bin_fill", "fill", 30, 0.1)]
+    >>> [type(e).__name__ for e in merge_in_time(r, [CrewReport("t", "hb-1", 10, "collected")])]
+    ['Reading', 'CrewReport', 'Reading']
+    """
+    out: list[Any] = []
+    i = 0
+    for ev in events:
+        t = _event_time(ev)
+        while t is not None and i < len(crew) and crew[i].time_ms < t:
+            out.append(crew[i])
+            i += 1
+        out.append(ev)
+    out.extend(crew[i:])
+    return out
 
 
 def restore(factory: Callable[[], Engine], data: bytes | None) -> Engine:
@@ -173,8 +219,8 @@ class Runner:
                     return StepResult(ran=False)
                 start = (f"now() - make_interval(secs => {self.config.initial_lookback.total_seconds()})"
                          if self.config.initial_lookback is not None else "'epoch'")
-                conn.execute(f"""INSERT INTO alert_runner_state (runner, log_at, status_at)
-                                 VALUES (%s, {start}, {start}) ON CONFLICT DO NOTHING""", (name,))
+                conn.execute(f"""INSERT INTO alert_runner_state (runner, log_at, status_at, crew_at)
+                                 VALUES (%s, {start}, {start}, {start}) ON CONFLICT DO NOTHING""", (name,))
                 st = conn.execute("SELECT * FROM alert_runner_state WHERE runner = %s FOR UPDATE", (name,)).fetchone()
                 if self.engine is None or self.version != st["version"]:
                     self.engine = restore(self.factory, st["engine"])
@@ -193,16 +239,17 @@ class Runner:
                     out = store.upsert_finding(conn, f, self.config.policy, actor=f"runner:{name}")
                     res.outcomes[out.outcome] = res.outcomes.get(out.outcome, 0) + 1
                 stats = dict(st["stats"])
-                for k in ("readings", "status", "findings", "feedback"):
+                for k in ("readings", "status", "crew", "crew_ignored", "findings", "feedback"):
                     stats[k] = stats.get(k, 0) + getattr(res, k)
                 for k, v in res.outcomes.items():
                     stats[f"alerts_{k}"] = stats.get(f"alerts_{k}", 0) + v
                 conn.execute(
                     """UPDATE alert_runner_state SET engine = %s, version = version + 1, log_at = %s, log_id = %s,
-                           status_at = %s, status_id = %s, registry = %s, stats = %s, updated_at = now()
+                           status_at = %s, status_id = %s, crew_at = %s, crew_id = %s, registry = %s, stats = %s,
+                           updated_at = now()
                        WHERE runner = %s""",
                     (_as_bytes(self.engine.dumps()), *marks, store.jsonb(self._announced), store.jsonb(stats), name))
-                if res.readings or res.status:
+                if res.readings or res.status or res.crew or res.crew_ignored:
                     log.info("runner step", runner=name, **{k: v for k, v in vars(res).items() if v})
             self.version = st["version"] + 1
             return res
@@ -251,6 +298,14 @@ class Runner:
                    WHERE r.time BETWEEN %s AND %s AND (w.time IS NULL OR r.time > w.time)
                    ORDER BY r.time, r.device_id, r.metric""", (c.name, lo, hi)).fetchall()
             readings = rows
+        crew_rows = conn.execute(
+            """SELECT id, tenant, asset_id, status, reported_at, received_at, note FROM crew_reports
+               WHERE (received_at, id) > (%s, %s) AND received_at < now() - %s
+               ORDER BY received_at, id LIMIT %s""",
+            (st["crew_at"], st["crew_id"], c.settle, c.max_crew)).fetchall()
+        crew = sorted((CrewReport(r["tenant"], r["asset_id"], _ms(r["reported_at"]), r["status"], r["note"] or "")
+                       for r in crew_rows if r["status"] in CREW_OUTCOMES), key=lambda x: x.time_ms)
+        res.crew, res.crew_ignored = len(crew), len(crew_rows) - len(crew)
         res.readings = len(readings)
         res.status = len(status)
         if readings:
@@ -264,7 +319,8 @@ class Runner:
                    ON CONFLICT (runner, device_id, metric) DO UPDATE
                      SET time = greatest(alert_runner_watermarks.time, EXCLUDED.time)""",
                 (c.name, list(d), list(m), list(t)))
-        devices = self._devices(conn, {r["device_id"] for r in readings} | {s["id"] for s in status})
+        devices = self._devices(conn, {r["device_id"] for r in readings} | {s["id"] for s in status}
+                                | self._bin_devices(conn, crew))
         events: list[Any] = []
         for pk in sorted(devices):            # a registry row before the device's first event, and on change
             info = device_info(devices[pk])
@@ -272,11 +328,24 @@ class Runner:
             if self._announced.get(str(pk)) != fp:
                 events.append(info)
                 self._announced[str(pk)] = fp
-        events.extend(self.event_factory(readings, status, devices))
+        events.extend(merge_in_time(self.event_factory(readings, status, devices), crew))
         res.events = len(events)
         log_mark = (logs[-1]["committed_at"], logs[-1]["id"]) if logs else (st["log_at"], st["log_id"])
         status_mark = (status[-1]["updated_at"], status[-1]["id"]) if status else (st["status_at"], st["status_id"])
-        return events, (*log_mark, *status_mark)
+        crew_mark = (crew_rows[-1]["received_at"], crew_rows[-1]["id"]) if crew_rows else (st["crew_at"], st["crew_id"])
+        return events, (*log_mark, *status_mark, *crew_mark)
+
+    @staticmethod
+    def _bin_devices(conn: psycopg.Connection, crew: list[CrewReport]) -> set[int]:
+        """The fill sensors of the bins the crew reported on (their registry rows go to the engine first)."""
+        if not crew:
+            return set()
+        keys = sorted({(r.tenant, r.asset_id) for r in crew})
+        rows = conn.execute(
+            """SELECT d.id FROM devices d JOIN unnest(%s::text[], %s::text[]) AS k(tenant, asset_id)
+                 ON d.tenant = k.tenant AND d.asset_id = k.asset_id
+               WHERE d.kind = 'bin_fill'""", ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+        return {r["id"] for r in rows}
 
     @staticmethod
     def _devices(conn: psycopg.Connection, ids: set[int]) -> dict[int, dict]:
@@ -304,5 +373,5 @@ class Runner:
                 log.exception("runner step failed; retrying from the last checkpoint")
                 stop.wait(interval_s)
                 continue
-            if not (res.readings or res.status):
+            if not (res.readings or res.status or res.crew or res.crew_ignored):
                 stop.wait(interval_s)

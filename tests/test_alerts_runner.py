@@ -285,3 +285,179 @@ def test_the_real_engine_through_the_runner(town, db_url):
         blob = bytes(c.execute("SELECT engine FROM alert_runner_state").fetchone()[0])
     assert Engine.loads(blob).devices[(TENANT, "bin-2")].state.fire.abs_c == raised
     restarted.close()
+
+
+# ---- crew reports from the crew app as model input ----------------------------------------------------------
+
+MON = 1_767_571_200_000          # Monday 2026-01-05 00:00Z (the engine runs in UTC here)
+DAY_MS = 24 * HOUR_MS
+DIST, TEMP, TILT = 1, 3, 4
+STREET = {"round_days": [0], "frequency_weeks": 1, "week_parity": 0, "round_id": "mon-weekly", "slot_h": 9.0,
+          "window_start_h": 7.0, "window_end_h": 15.0, "expected_fill_per_day": 0.05}
+
+
+def crew_town(c: psycopg.Connection) -> None:
+    """Household bins on a Monday round: street 1 holds the bins under test (x, y, w) and a normal one (a),
+    street 2 the rest of the round (d0..d3)."""
+    bins = [("x", 1), ("y", 1), ("w", 1), ("a", 1)] + [(f"d{k}", 2) for k in range(4)]
+    for name, edge in bins:
+        c.execute("""INSERT INTO assets (tenant, asset_id, bin_kind, household, ward, lat, lon, capacity_l, depth_m,
+                                          schedule)
+                     VALUES (%s, %s, 'household', %s, 'headingley', 53.82, -1.58, 240, 0.95, %s)""",
+                  (TENANT, f"hb-{name}", f"hh-{name}", json.dumps({**STREET, "edge_id": edge})))
+        c.execute("INSERT INTO devices (tenant, device_id, kind, asset_id, status) VALUES (%s, %s, 'bin_fill', %s, "
+                  "'active')", (TENANT, f"bin-{name}", f"hb-{name}"))
+
+
+def crew_readings(t_from: int, t_to: int, behaviour: dict[str, dict]) -> list[tuple]:
+    """Hourly samples (distance, fill, temp, tilt) of every bin; put out on Sunday 20:00 (tilt motion), tipped by
+    the lifter at 09:05 on Monday unless ``left`` that week, taken in at 13:00.  ``out`` False: never moved."""
+    rows: list[tuple] = []
+    t = t_from
+    while t < t_to:
+        day, hour = (t - MON) // DAY_MS, (t % DAY_MS) // HOUR_MS
+        week = day // 7
+        for name, p in behaviour.items():
+            dev = f"bin-{name}"
+            out = week not in p.get("not_out_weeks", ())
+            nxt_out = (day + 1) // 7 not in p.get("not_out_weeks", ())
+            if day % 7 == 6 and hour == 20 and nxt_out:
+                rows.append((dev, t + 1_000, 30.0, TILT))
+            if day % 7 == 0 and hour == 9 and out and week not in p.get("left_weeks", ()):
+                rows.append((dev, t + 5 * MIN, 135.0, TILT))
+                p["fill"] = 0.02
+            if day % 7 == 0 and hour == 13 and out:
+                rows.append((dev, t + 2_000, 28.0, TILT))
+            p["fill"] = f = min(0.9, p.get("fill", 0.3) + 0.05 / 24)
+            for m, v in ((DIST, round(0.95 * (1 - f), 3)), (FILL, round(f, 3)), (TEMP, 8.0), (TILT, 2.0)):
+                rows.append((dev, t + 7_000, v, m))
+        t += HOUR_MS
+    return rows
+
+
+def crew_report(c: psycopg.Connection, plan_id: int, asset: str, status: str, at_ms: int, cid: str) -> None:
+    from datetime import datetime, timezone
+
+    from routing import store as rstore
+
+    rstore.add_report(c, plan_id, TENANT, "rcv-26t-1", asset, status, cid,
+                      datetime.fromtimestamp(at_ms / 1000, timezone.utc))
+
+
+def a_plan(c: psycopg.Connection) -> int:
+    from routing import store as rstore
+
+    return rstore.save_plan(c, TENANT, "2026-01-05", {"test": True}, {"routes": []})
+
+
+def engine_state(db_url: str):
+    from stream_models.engine import Engine
+
+    with psycopg.connect(db_url) as c:
+        return Engine.loads(bytes(c.execute("SELECT engine FROM alert_runner_state").fetchone()[0]))
+
+
+def test_crew_collected_confirms_an_ambiguous_collection_once_across_a_crash_and_a_restart(town, db_url):
+    """Bins y and w were wheeled out but their sensors show no emptying (no lifter tip, no fill drop).  The crew
+    reports y collected at 10:00: y gets no missed-collection alert, and w's missed collection is explained by the
+    street's evidence counting y as emptied (a single missed bin, not a skipped street).  The report reaches the
+    engine once, across a failed step and a restarted runner."""
+    from stream_models.engine import Engine
+
+    crew_town(town)
+    pid = a_plan(town)
+    beh = {n: {} for n in ("y", "w", "a", "d0", "d1", "d2", "d3")}
+    beh["y"]["left_weeks"] = beh["w"]["left_weeks"] = (0,)
+    now = {"ms": MON + 10 * HOUR_MS}
+    fail = {"n": 1}
+
+    def clock() -> float:
+        if fail["n"]:
+            fail["n"] -= 1
+            raise RuntimeError("crash after the engine was fed, before the checkpoint")
+        return now["ms"] / 1000
+
+    write(db_url, crew_readings(MON - DAY_MS, MON + 10 * HOUR_MS, beh))
+    crew_report(town, pid, "hb-y", "collected", MON + 10 * HOUR_MS, "c-1")
+    crew_report(town, pid, "hb-y", "damaged", MON + 10 * HOUR_MS + 1, "c-2")      # read, not model input
+    r = Runner(db_url, lambda: Engine({"timezone": "UTC"}), CFG, clock=clock)
+    with pytest.raises(RuntimeError):
+        r.step()
+    assert town.execute("SELECT * FROM alert_runner_state").fetchone() is None       # the whole step rolled back
+    r.close()
+    r = Runner(db_url, lambda: Engine({"timezone": "UTC"}), CFG, clock=clock)
+    res = r.step()
+    assert (res.crew, res.crew_ignored) == (1, 1)
+    r.close()
+    r = Runner(db_url, lambda: Engine({"timezone": "UTC"}), CFG, clock=clock)      # restarted: nothing again
+    write(db_url, crew_readings(MON + 10 * HOUR_MS, MON + DAY_MS, beh))
+    now["ms"] = MON + DAY_MS
+    res = r.step()
+    assert (res.crew, res.crew_ignored) == (0, 0) and res.readings > 0
+    r.close()
+    eng = engine_state(db_url)
+    assert list(eng.devices[(TENANT, "bin-y")].state.crew) == [(MON + 10 * HOUR_MS, "collected")]
+    assert eng.tenants[TENANT].day_status[((MON // DAY_MS), "hb-y")]["crew"] == "collected"
+    missed = town.execute("SELECT entity, explanation FROM alerts WHERE kind = 'missed_collection'").fetchall()
+    assert [m["entity"] for m in missed] == ["hb-w"]
+    ev = missed[0]["explanation"]["evidence"]
+    assert ev["put_out_motion_seen"] is True and ev["street_bins_emptied"] >= 2   # a, and y by the crew's word
+    assert ev["cause"] == "crew_missed_bin" and ev["crew_report"] is None
+    st = town.execute("SELECT stats FROM alert_runner_state").fetchone()["stats"]
+    assert st["crew"] == 1 and st["crew_ignored"] == 1
+
+
+def test_without_the_crew_report_the_same_sensors_say_missed(town, db_url):
+    """The control for the test above: the same readings and no crew report give y a missed collection too."""
+    from stream_models.engine import Engine
+
+    crew_town(town)
+    beh = {n: {} for n in ("y", "w", "a", "d0", "d1", "d2", "d3")}
+    beh["y"]["left_weeks"] = beh["w"]["left_weeks"] = (0,)
+    now = {"ms": MON + 10 * HOUR_MS}
+    r = Runner(db_url, lambda: Engine({"timezone": "UTC"}), CFG, clock=lambda: now["ms"] / 1000)
+    write(db_url, crew_readings(MON - DAY_MS, MON + 10 * HOUR_MS, beh))
+    r.step()
+    write(db_url, crew_readings(MON + 10 * HOUR_MS, MON + DAY_MS, beh))
+    now["ms"] = MON + DAY_MS
+    r.step()
+    r.close()
+    missed = town.execute("SELECT entity, explanation FROM alerts WHERE kind = 'missed_collection' ORDER BY entity"
+                          ).fetchall()
+    assert [m["entity"] for m in missed] == ["hb-w", "hb-y"]
+    assert missed[0]["explanation"]["evidence"]["street_bins_emptied"] == 1     # only a: y counts as left
+
+
+def test_crew_not_out_decides_not_put_out_and_counts_towards_the_welfare_gate(town, db_url):
+    """Bin x's sensor says it was wheeled out but not emptied (alone, that is a missed collection); the crew says
+    "not out" on two Mondays running.  Week 0: a not-put-out alert whose evidence is the crew's report.  Week 1:
+    the welfare finding, refused without the household's consent; with consent (week 2) it becomes an alert."""
+    from stream_models.engine import Engine
+
+    crew_town(town)
+    pid = a_plan(town)
+    beh = {n: {} for n in ("x", "a", "d0", "d1", "d2", "d3")}
+    beh["x"]["left_weeks"] = (0, 1, 2)
+    now = {"ms": 0}
+    r = Runner(db_url, lambda: Engine({"timezone": "UTC"}), CFG, clock=lambda: now["ms"] / 1000)
+    outcomes = []
+    for week in range(3):
+        w0 = MON + week * 7 * DAY_MS
+        write(db_url, crew_readings(w0 - (DAY_MS if week == 0 else 6 * DAY_MS), w0 + 11 * HOUR_MS, beh))
+        crew_report(town, pid, "hb-x", "not_out", w0 + 10 * HOUR_MS, f"x-{week}")
+        now["ms"] = w0 + 11 * HOUR_MS
+        assert r.step().crew == 1
+        if week == 2:
+            grant(town, household="hh-x")
+        write(db_url, crew_readings(w0 + 11 * HOUR_MS, w0 + DAY_MS, beh))
+        now["ms"] = w0 + DAY_MS
+        outcomes.append(r.step().outcomes)
+    r.close()
+    assert town.execute("SELECT count(*) AS n FROM alerts WHERE kind = 'missed_collection'").fetchone()["n"] == 0
+    npo = town.execute("SELECT * FROM alerts WHERE kind = 'not_put_out' AND entity = 'hb-x'").fetchone()
+    ev = npo["explanation"]["evidence"]
+    assert ev["crew_report"] == "not_out" and ev["terms"] == {"crew": "not_out"} and ev["put_out_motion_seen"]
+    assert outcomes[1].get("no_consent") == 1                 # week 1: the welfare finding, no consent yet
+    w = town.execute("SELECT * FROM alerts WHERE welfare").fetchall()
+    assert len(w) == 1 and w[0]["entity"] == "hb-x" and w[0]["household"] == "hh-x" and w[0]["consent_id"]
+    assert w[0]["explanation"]["evidence"]["rounds_in_a_row"] == 3
