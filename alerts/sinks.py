@@ -62,12 +62,27 @@ class Pending:
 
 
 def _secret(config: dict, key: str) -> str:
+    from streetsense.logs import register_secret
+
+    value = _secret_value(config, key)
+    register_secret(value)          # never shown in a log line from here on
+    return value
+
+
+def _secret_value(config: dict, key: str) -> str:
     if config.get(key):
         return config[key]
     env = config.get(f"{key}_env")
     if env and os.environ.get(env):
         return os.environ[env]
-    raise SinkError(f"sink has no {key} (set {key} or {key}_env)")
+    if config.get(f"{key}_file"):       # a private (0600) file, e.g. a mounted secret
+        from streetsense.settings import SecretFileError, read_secret_file
+
+        try:
+            return read_secret_file(config[f"{key}_file"])
+        except SecretFileError as e:
+            raise SinkError(str(e)) from None
+    raise SinkError(f"sink has no {key} (set {key}, {key}_env or {key}_file)")
 
 
 def _iso(v: Any) -> Any:
