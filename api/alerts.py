@@ -7,17 +7,16 @@ audited and queued for the model runner, which hands them to the engine.
 """
 
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Literal
 
 import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool  # noqa: F401  (router(pool) signature)
 from pydantic import BaseModel, Field
 
 from alerts import store
-from api.auth import Principal, require
+from api.auth import Principal, connection, require
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -135,11 +134,7 @@ class Dismiss(BaseModel):
 def router(pool: ConnectionPool) -> APIRouter:
     r = APIRouter(tags=["alerts"])
 
-    def conn() -> Iterator[psycopg.Connection]:
-        with pool.connection() as c:
-            yield c
-
-    Conn = Annotated[psycopg.Connection, Depends(conn)]
+    Conn = Annotated[psycopg.Connection, Depends(connection)]
     Ops = Annotated[Principal, Depends(require("admin", "operations"))]
     Reader = Annotated[Principal, Depends(require("admin", "operations", "integration"))]
 

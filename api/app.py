@@ -5,19 +5,16 @@ statement from :mod:`api.queries` through a psycopg pool, and shape the rows.
 """
 
 
-from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
 import psycopg
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from fastapi import Depends, FastAPI, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
 
 from api import alerts as alerts_api, consents as consents_api, opendata, queries as q, routes, sta
-from api.auth import Principal, require
+from api.auth import EVERYONE, Principal, check_declared, connection, install, make_pool, require
 from streetsense import __version__
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -88,13 +85,15 @@ class Readings(BaseModel):
     buckets: list[Bucket] | None = None
 
 
-def create_app(database_url: str, *, api_token: str | None = None, pool_size: int = 4) -> FastAPI:
-    """Build the app around a connection pool to ``database_url``.
+def create_app(database_url: str, *, pool_size: int = 4) -> FastAPI:
+    """Build the app around a connection pool to ``database_url`` (a migrated database).
 
-    ``pool_size=1`` suits servers that take one connection at a time.
+    Every route needs a token for its role (:mod:`api.auth`); without one the
+    caller is the anonymous public (open data and health only).  Queries run as
+    ``streetsense_api`` under row-level security.  ``pool_size=1`` suits servers
+    that take one connection at a time.
     """
-    pool = ConnectionPool(database_url, min_size=1, max_size=pool_size, open=False,
-                          kwargs={"row_factory": dict_row, "autocommit": True})
+    pool = make_pool(database_url, max_size=pool_size)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -106,18 +105,15 @@ def create_app(database_url: str, *, api_token: str | None = None, pool_size: in
 
     app = FastAPI(title="StreetSense API", version=__version__, lifespan=lifespan,
                   description="Devices and readings of a StreetSense deployment.")
-    app.state.api_token = api_token
+    install(app, pool)
 
-    def conn() -> Iterator[psycopg.Connection]:
-        with pool.connection() as c:
-            yield c
-
-    Conn = Annotated[psycopg.Connection, Depends(conn)]
+    Conn = Annotated[psycopg.Connection, Depends(connection)]
+    Anyone = Annotated[Principal, Depends(require(*EVERYONE))]
     Reader = Annotated[Principal, Depends(require("admin", "operations", "field_engineer", "integration"))]
     Writer = Annotated[Principal, Depends(require("admin", "field_engineer"))]
 
     @app.get("/health", response_model=Health, tags=["system"])
-    def health(c: Conn) -> Health:
+    def health(c: Conn, _: Anyone) -> Health:
         row = c.execute(q.HEALTH).fetchone()
         return Health(status="ok", version=__version__, storage=row["variant"], database_time=row["now"])
 
@@ -201,6 +197,7 @@ def create_app(database_url: str, *, api_token: str | None = None, pool_size: in
     app.include_router(sta.router(pool))
     app.include_router(opendata.router(pool))
     app.include_router(routes.router(pool))
+    check_declared(app)
     return app
 
 

@@ -1,4 +1,5 @@
-"""The welfare consent register (admin only; every read and change audited).
+"""The welfare consent register (admins; a resident for their own household only;
+every read and change audited).
 
 A household opts in to "not put out two rounds in a row" welfare checks by
 naming one recipient (name, role, email) and the purpose, with evidence of
@@ -8,17 +9,16 @@ cancelled, in the same transaction.
 """
 
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated
 
 import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool  # noqa: F401  (router(pool) signature)
 from pydantic import BaseModel, Field
 
 from alerts import store
-from api.auth import Principal, require
+from api.auth import Principal, connection, require
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 
@@ -62,15 +62,17 @@ class Withdrawn(BaseModel):
 def router(pool: ConnectionPool) -> APIRouter:
     r = APIRouter(tags=["consents"])
 
-    def conn() -> Iterator[psycopg.Connection]:
-        with pool.connection() as c:
-            yield c
+    Conn = Annotated[psycopg.Connection, Depends(connection)]
+    Admin = Annotated[Principal, Depends(require("admin", "resident"))]
 
-    Conn = Annotated[psycopg.Connection, Depends(conn)]
-    Admin = Annotated[Principal, Depends(require("admin"))]
+    def own_household(p: Principal, tenant: str, household: str) -> bool:
+        """Residents act for their own household only (other callers: RLS decides the tenant)."""
+        return p.role != "resident" or (p.tenant == tenant and p.household == household)
 
     @r.post("/consents", response_model=Consent, status_code=status.HTTP_201_CREATED)
     def create_consent(c: Conn, p: Admin, body: ConsentIn) -> dict:
+        if not own_household(p, body.tenant, body.household):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "residents manage their own household's consent only")
         with c.transaction():
             if c.execute("SELECT 1 FROM tenants WHERE id = %s", (body.tenant,)).fetchone() is None:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown tenant {body.tenant!r}")
@@ -85,6 +87,10 @@ def router(pool: ConnectionPool) -> APIRouter:
                       active: bool | None = None,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                       offset: Annotated[int, Query(ge=0)] = 0) -> list[dict]:
+        if p.role == "resident":
+            if not own_household(p, tenant, household or p.household):
+                return []
+            household = p.household
         with c.transaction():
             rows = c.execute(LIST, {"tenant": tenant, "household": household, "active": active,
                                     "limit": limit, "offset": offset}).fetchall()
@@ -94,6 +100,9 @@ def router(pool: ConnectionPool) -> APIRouter:
 
     @r.post("/consents/{consent_id}/withdraw", response_model=Withdrawn)
     def withdraw(c: Conn, p: Admin, consent_id: int, body: Withdraw | None = None) -> dict:
+        row = c.execute("SELECT tenant, household FROM consents WHERE id = %s", (consent_id,)).fetchone()
+        if row is None or not own_household(p, row["tenant"], row["household"]):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such consent")
         try:
             with c.transaction():
                 return store.withdraw_consent(c, consent_id, p.name, body.reason if body else None)

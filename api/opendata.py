@@ -6,13 +6,13 @@
   last 7 days), datasets ``air``, ``noise``, ``bins`` (street litter bins only);
   ``/opendata/v1/{dataset}.geojson`` — sites with their latest hourly values;
   ``/opendata/v1/road-defects.geojson|.csv`` — confirmed road defects
-  (pothole alerts not dismissed).  Public, no authentication; household bins
+  (pothole alerts not dismissed).  Public (any caller, no token); household bins
   never appear (the shared predicate :data:`api.sta.PUBLIC`).
 * ``/opendata/v1/ngsi-ld/{WasteContainer|AirQualityObserved|NoiseLevelObserved}``
   — FIWARE Smart Data Models, NGSI-LD normalized representation.
 * ``/residents/{tenant}/households/{household}/export`` — subject access:
-  everything held about one household's bins (admin only; the access is
-  audited).  Welfare-alert consent is managed at ``/consents`` (api/consents.py).
+  everything held about one household's bins (admins, and that household's
+  resident token; every export is audited).  Welfare-alert consent is managed at ``/consents`` (api/consents.py).
 """
 
 
@@ -28,7 +28,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from api.auth import Principal, require
+from api.auth import EVERYONE, Principal, connection, require
 from api.sta import DEV, PUBLIC
 from contract import v1
 
@@ -115,13 +115,13 @@ def ngsi_entities(rows: list[dict], type_: str) -> list[dict]:
 def router(pool: ConnectionPool) -> APIRouter:
     r = APIRouter(tags=["open data"])
 
-    def conn() -> Iterator[psycopg.Connection]:
-        with pool.connection() as c:
-            c.row_factory = dict_row
-            yield c
+    def conn(c: psycopg.Connection = Depends(connection)) -> Iterator[psycopg.Connection]:
+        c.row_factory = dict_row
+        yield c
 
     Conn = Annotated[psycopg.Connection, Depends(conn)]
-    Admin = Annotated[Principal, Depends(require("admin"))]
+    Anyone = Annotated[Principal, Depends(require(*EVERYONE))]
+    Admin = Annotated[Principal, Depends(require("admin", "resident"))]
 
     def window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
         end = end or datetime.now(timezone.utc)
@@ -131,7 +131,7 @@ def router(pool: ConnectionPool) -> APIRouter:
         return start, end
 
     @r.get("/opendata/v1/road-defects.{fmt}")
-    def road_defects(c: Conn, fmt: Literal["csv", "geojson"]) -> Response:
+    def road_defects(c: Conn, _: Anyone, fmt: Literal["csv", "geojson"]) -> Response:
         rows = c.execute(DEFECTS).fetchall()
         if fmt == "csv":
             return Response(_csv(rows, list(rows[0]) if rows else ["defect_id"]), media_type="text/csv")
@@ -142,7 +142,7 @@ def router(pool: ConnectionPool) -> APIRouter:
         return Response(json.dumps({"type": "FeatureCollection", "features": feats}), media_type="application/geo+json")
 
     @r.get("/opendata/v1/{dataset}.csv")
-    def dataset_csv(c: Conn, dataset: Literal["air", "noise", "bins"], start: datetime | None = None,
+    def dataset_csv(c: Conn, _: Anyone, dataset: Literal["air", "noise", "bins"], start: datetime | None = None,
                     end: datetime | None = None) -> Response:
         kind, metrics = DATASETS[dataset]
         s, e = window(start, end)
@@ -152,7 +152,7 @@ def router(pool: ConnectionPool) -> APIRouter:
                         headers={"Content-Disposition": f'attachment; filename="streetsense-{dataset}.csv"'})
 
     @r.get("/opendata/v1/{dataset}.geojson")
-    def dataset_geojson(c: Conn, dataset: Literal["air", "noise", "bins"]) -> Response:
+    def dataset_geojson(c: Conn, _: Anyone, dataset: Literal["air", "noise", "bins"]) -> Response:
         kind, metrics = DATASETS[dataset]
         rows = c.execute(LATEST, {"kind": kind, "metrics": _ids(metrics),
                                   "since": datetime.now(timezone.utc) - timedelta(days=30)}).fetchall()
@@ -167,7 +167,7 @@ def router(pool: ConnectionPool) -> APIRouter:
         return Response(json.dumps({"type": "FeatureCollection", "features": feats}), media_type="application/geo+json")
 
     @r.get("/opendata/v1/ngsi-ld/{type_}")
-    def ngsi(c: Conn, type_: Literal["WasteContainer", "AirQualityObserved", "NoiseLevelObserved"]) -> Response:
+    def ngsi(c: Conn, _: Anyone, type_: Literal["WasteContainer", "AirQualityObserved", "NoiseLevelObserved"]) -> Response:
         kind, attrs = NGSI_ATTRS[type_]
         rows = c.execute(LATEST, {"kind": kind, "metrics": _ids(attrs),
                                   "since": datetime.now(timezone.utc) - timedelta(days=30)}).fetchall()
@@ -175,6 +175,8 @@ def router(pool: ConnectionPool) -> APIRouter:
 
     @r.get("/residents/{tenant}/households/{household}/export")
     def subject_access(c: Conn, who: Admin, tenant: str, household: str) -> dict:
+        if who.role == "resident" and (who.tenant, who.household) != (tenant, household):
+            raise HTTPException(404, "no bins are registered for this household")
         assets = c.execute("""SELECT asset_id, kind, bin_kind, capacity_l, depth_m, household, street, ward, lat, lon,
                                      schedule, created_at FROM assets WHERE tenant = %s AND household = %s
                               ORDER BY asset_id""", (tenant, household)).fetchall()

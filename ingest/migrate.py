@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import psycopg
+from psycopg import sql
 
 from contract import v1
 
@@ -102,9 +103,118 @@ def migrate(conn: psycopg.Connection, *, timescale: str = "auto", retention_days
             done.append(f"{m.version:04d}_{m.name}" + (f".{m.variant}" if m.variant else ""))
         _sync_metrics(conn)
         _policies(conn, variant, retention_days)
+        secure_tables(conn)
         return done
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+
+# --- row-level security ------------------------------------------------------
+#: Roles subject to tenant isolation (created by 0009_access.sql).
+API_ROLE = "streetsense_api"
+DATASOURCE_ROLE = "streetsense_datasource"
+#: Never granted to the restricted roles, whatever they contain.
+SECRET_TABLES = frozenset({"api_tokens", "service_accounts", "device_credentials", "ss_role_tenants"})
+#: Reference data without a tenant that datasource (Grafana) roles may read.
+DATASOURCE_GLOBAL = frozenset({"metrics"})
+DEVICE_COLUMNS = ("device_id", "device_pk")
+
+
+@dataclass(frozen=True)
+class Secured:
+    """How :func:`secure_tables` treated one relation of the schema."""
+    relation: str
+    scope: Literal["tenant", "device", "global"]
+    how: Literal["rls", "view", "none"]
+
+
+def secure_tables(conn: psycopg.Connection) -> list[Secured]:
+    """Tenant isolation for every relation of the schema, after all migrations (idempotent).
+
+    The rule is generic, so tables other migrations add are covered without
+    naming them:
+
+    * a relation with a ``tenant`` column (or ``tenants`` itself, by ``id``) is
+      tenant-scoped; one without it but with a ``device_id``/``device_pk``
+      bigint is device-scoped: its rows are visible when their device is
+      (``ss_device_visible``: an index probe of ``devices`` by primary key,
+      which the planner runs as a semi-join).  Readings are keyed by the device
+      surrogate on purpose: a tenant column would add 8+ bytes to each of
+      billions of rows and to the COPY path, and a device never changes tenant;
+    * tables and partitioned tables get RLS with one policy, ``tenant_isolation``
+      (USING and WITH CHECK), built on ``ss_tenant_visible``;
+    * what cannot carry RLS (views, materialized views, continuous aggregates,
+      hypertables, which TimescaleDB will not compress with RLS on) is revoked
+      from the restricted roles and re-exposed as a ``security_barrier`` view of
+      the same name in ``ss_restricted`` that filters by the same predicate;
+    * the API role may read and write the scoped tables and the global tables
+      (not the secret ones); datasource roles may only read scoped relations
+      and :data:`DATASOURCE_GLOBAL`.  Global views get no grant at all.
+    """
+    schema = conn.execute("SELECT current_schema()").fetchone()[0]
+    ts = conn.execute("SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL").fetchone()[0]
+    hyper = ({r[0] for r in conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables "
+                                         "WHERE hypertable_schema = %s", (schema,))} if ts else set())
+    rels = conn.execute(
+        """SELECT c.relname, c.relkind::text,
+                  EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant'
+                          AND NOT a.attisdropped),
+                  (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND NOT a.attisdropped
+                     AND a.attname = ANY(%s) AND a.atttypid = 'bigint'::regtype ORDER BY a.attname LIMIT 1),
+                  EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation')
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition
+           ORDER BY c.relname""", (list(DEVICE_COLUMNS), schema)).fetchall()
+    out = []
+    with conn.transaction():
+        conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+            sql.Identifier(schema), sql.Identifier(API_ROLE)))
+        for name, kind, has_tenant, device_col, has_policy in rels:
+            if name == "ss_role_tenants":
+                continue                                    # its own policy, in 0009_access.sql
+            rel = sql.Identifier(schema, name)
+            if has_tenant or name == "tenants":
+                scope = "tenant"
+                pred = sql.SQL("{}({})").format(sql.Identifier(schema, "ss_tenant_visible"),
+                                                sql.Identifier("tenant" if has_tenant else "id"))
+            elif device_col:
+                scope = "device"
+                pred = sql.SQL("{}({})").format(sql.Identifier(schema, "ss_device_visible"), sql.Identifier(device_col))
+            else:
+                scope = "global"
+                pred = None
+            restricted = sql.SQL("{}, {}").format(sql.Identifier(API_ROLE), sql.Identifier(DATASOURCE_ROLE))
+            conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(rel, restricted))
+            rls_capable = kind in ("r", "p") and name not in hyper
+            if name in SECRET_TABLES:
+                how = "none"
+                if rls_capable and pred is not None:         # defence in depth; no grants anyway
+                    conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(rel))
+            elif pred is None:
+                how = "none"
+                if kind in ("r", "p"):
+                    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+                        rel, sql.Identifier(API_ROLE)))
+                    if name in DATASOURCE_GLOBAL:
+                        conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(rel, sql.Identifier(DATASOURCE_ROLE)))
+            elif rls_capable:
+                how = "rls"
+                conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(rel))
+                if not has_policy:
+                    conn.execute(sql.SQL("CREATE POLICY tenant_isolation ON {} USING ({}) WITH CHECK ({})").format(
+                        rel, pred, pred))
+                privs = "SELECT" if name == "tenants" else "SELECT, INSERT, UPDATE, DELETE"
+                conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(privs), rel, sql.Identifier(API_ROLE)))
+                conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(rel, sql.Identifier(DATASOURCE_ROLE)))
+            else:
+                how = "view"
+                view = sql.Identifier("ss_restricted", name)
+                conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+                conn.execute(sql.SQL("CREATE VIEW {} WITH (security_barrier) AS SELECT * FROM {} WHERE {}").format(
+                    view, rel, pred))
+                conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(view, restricted))
+            out.append(Secured(name, scope, how))
+    return out
 
 
 def _sync_metrics(conn: psycopg.Connection) -> None:

@@ -70,6 +70,29 @@ def db_migrate() -> None:
     print(json.dumps({"applied": done}))
 
 
+@db_app.command("datasource-role")
+def db_datasource_role(tenant: Annotated[str, typer.Option(help="the council the role may see")],
+                       role: Annotated[Optional[str], typer.Option(help="login role name (default grafana_<tenant>)")] = None,
+                       out: Annotated[Optional[Path], typer.Option(help="DSN file, 0600 (default <data_dir>/secrets/"
+                                                                        "<role>.dsn)")] = None) -> None:
+    """A tenant-bound login role for a Grafana datasource; writes its DSN (with a new password) to a 0600 file."""
+    import psycopg
+
+    from streetsense.datasource import create_role, dsn
+    from streetsense.tokens import write_secret
+
+    _setup()
+    url = _database_url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            name, password = create_role(conn, tenant, role)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+    path = out or get_settings().data_dir / "secrets" / f"{name}.dsn"
+    write_secret(path, dsn(url, name, password) + "\n")
+    print(json.dumps({"role": name, "tenant": tenant, "dsn_file": str(path)}))
+
+
 @db_app.command("maintain")
 def db_maintain() -> None:
     """Housekeeping: partitions ahead, retention, rollup refresh (plain PostgreSQL)."""
@@ -295,6 +318,15 @@ def _register_identity() -> None:
 _register_identity()
 
 
+def _register_tokens() -> None:
+    from streetsense.tokens import cli as tokens_app
+
+    app.add_typer(tokens_app, name="tokens", help="API tokens: create (shown once), list, revoke.")
+
+
+_register_tokens()
+
+
 def _register_alerts() -> None:
     from alerts.__main__ import app as alerts_app
 
@@ -412,6 +444,15 @@ def _register_ota() -> None:
 
 
 _register_ota()
+
+
+def _register_retention() -> None:
+    from streetsense.retention import cli_app
+
+    app.add_typer(cli_app(), name="retention", help="Retention per data class: show policies, apply them (audited).")
+
+
+_register_retention()
 
 
 def main() -> None:  # pragma: no cover

@@ -12,6 +12,7 @@ import pytest
 from alerts import store
 from alerts.store import upsert_finding
 from api.app import create_app
+from tests.support.api_auth import bearer, make_token
 from tests.support.http import serve
 from tests.test_alerts_store import HOUR, T0, TENANT, connect, finding, seed, welfare_finding
 
@@ -27,7 +28,8 @@ def town(db_url):
         c.autocommit = True
         store.add_sink(c, TENANT, "ops-hook", "webhook", {"url": "http://127.0.0.1:9/hook", "secret": "s"})
         store.add_route(c, TENANT, "ops-hook")
-        with serve(create_app(db_url)) as base, httpx.Client(base_url=base, timeout=10) as client:
+        admin = bearer(make_token(db_url, "admin", TENANT, name="admin-amy"))
+        with serve(create_app(db_url)) as base, httpx.Client(base_url=base, timeout=10, headers=admin) as client:
             yield client, c
 
 
@@ -73,7 +75,7 @@ def test_alert_list_explanation_and_lifecycle(town):
 
     r = api.post(f"/alerts/{a}/acknowledge", json={"comment": "crew on the way"})
     assert r.status_code == 200 and r.json()["status"] == "acknowledged"
-    assert r.json()["acknowledged_by"] == "anonymous-dev"
+    assert r.json()["acknowledged_by"] == "admin-amy"
     assert api.post(f"/alerts/{a}/acknowledge").status_code == 409
     assert api.post(f"/alerts/{a}/resolve", json={"verdict": "probably"}).status_code == 422
     r = api.post(f"/alerts/{a}/resolve", json={"verdict": "true_positive", "comment": "emptied"})
@@ -95,7 +97,7 @@ def test_consents_and_welfare_access_are_audited(town):
     r = api.post("/consents", json=CONSENT)
     assert r.status_code == 201, r.text
     consent = r.json()
-    assert consent["granted_by"] == "anonymous-dev" and consent["withdrawn_at"] is None
+    assert consent["granted_by"] == "admin-amy" and consent["withdrawn_at"] is None
     assert api.post("/consents", json=CONSENT).status_code == 409
     assert api.post("/consents", json={**CONSENT, "recipient_contact": "not-an-email"}).status_code == 422
     assert api.post("/consents", json={**CONSENT, "tenant": "nowhere"}).status_code == 404
@@ -112,7 +114,7 @@ def test_consents_and_welfare_access_are_audited(town):
     assert r.status_code == 200, r.text
     out = r.json()
     assert (out["alerts_closed"], out["alerts_redacted"], out["deliveries_cancelled"]) == (1, 1, 0)
-    assert out["consent"]["withdrawn_by"] == "anonymous-dev"
+    assert out["consent"]["withdrawn_by"] == "admin-amy"
     assert api.post(f"/consents/{consent['id']}/withdraw").status_code == 409
     assert api.post("/consents/999999/withdraw").status_code == 404
     view = api.get(f"/alerts/{w}").json()
@@ -128,10 +130,11 @@ def test_consents_and_welfare_access_are_audited(town):
 
 def test_alert_routes_need_the_token(db_url):
     seed(db_url)
-    with serve(create_app(db_url, api_token="s3cret-token")) as base, httpx.Client(base_url=base) as c:
+    tok = make_token(db_url, "operations", TENANT)
+    with serve(create_app(db_url)) as base, httpx.Client(base_url=base) as c:
         assert c.get("/alerts", params={"tenant": TENANT}).status_code == 401
         assert c.post("/alerts/1/acknowledge").status_code == 401
         assert c.get("/consents", params={"tenant": TENANT}).status_code == 401
         assert c.post("/consents", json=CONSENT).status_code == 401
-        ok = c.get("/alerts", params={"tenant": TENANT}, headers={"Authorization": "Bearer s3cret-token"})
+        ok = c.get("/alerts", params={"tenant": TENANT}, headers=bearer(tok))
         assert ok.status_code == 200 and ok.json() == []

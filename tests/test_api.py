@@ -11,6 +11,7 @@ import pytest
 from api.app import create_app
 from ingest.migrate import maintain
 from ingest.store import Batch, ReadingStore
+from tests.support.api_auth import admin_headers, bearer, make_token
 from tests.support.http import serve
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -33,7 +34,8 @@ def seed(db_url: str) -> None:
 @pytest.fixture
 def api(db_url):
     seed(db_url)
-    with serve(create_app(db_url)) as base, httpx.Client(base_url=base, timeout=10) as client:
+    with serve(create_app(db_url)) as base, httpx.Client(base_url=base, timeout=10,
+                                                          headers=admin_headers(db_url, "leeds")) as client:
         yield client
 
 
@@ -81,10 +83,12 @@ def test_readings_raw_and_buckets(api):
     assert api.get("/readings", params={**p, "device": "bin-9999"}).status_code == 404
 
 
-def test_token_seam(db_url):
+def test_tokens(db_url):
     seed(db_url)
-    with serve(create_app(db_url, api_token="s3cret-token")) as base, httpx.Client(base_url=base) as c:
+    tok = make_token(db_url, "operations", "leeds")
+    with serve(create_app(db_url)) as base, httpx.Client(base_url=base) as c:
         assert c.get("/devices", params={"tenant": "leeds"}).status_code == 401
         assert c.get("/devices", params={"tenant": "leeds"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
-        ok = c.get("/devices", params={"tenant": "leeds"}, headers={"Authorization": "Bearer s3cret-token"})
+        ok = c.get("/devices", params={"tenant": "leeds"}, headers=bearer(tok))
         assert ok.status_code == 200 and len(ok.json()) == 1
+        assert c.get("/devices", params={"tenant": "leeds"}, headers={"X-API-Key": tok}).status_code == 200

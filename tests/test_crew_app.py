@@ -101,17 +101,20 @@ def _reports(db_url: str) -> dict[str, str]:
 
 
 def test_crew_app_in_chromium(api, db_url, browser):  # noqa: F811
-    base, sc, fl = api
-    with httpx.Client(base_url=base, timeout=60) as h:
+    base, sc, fl, tokens = api
+    with httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {tokens['operations']}"}) as h:
         s = h.post("/routes/plans", json={"tenant": fl.tenant, "date": "2026-03-02", "time_limit_s": 1}).json()
         route = s["routes"][0]
     cdp = browser
     cdp("Page.enable")
     cdp("Network.enable")
     cdp("Emulation.setDeviceMetricsOverride", width=412, height=915, deviceScaleFactor=1, mobile=True)
-    cdp("Page.navigate", url=base + route["crew_url"])
+    # the crew's link carries its token in the fragment: never sent to the server, kept in localStorage
+    cdp("Page.navigate", url=base + route["crew_url"] + "#token=" + tokens["crew"])
     n = _wait(lambda: cdp.js("document.readyState === 'complete' && document.querySelectorAll('li.stop').length"))
     assert n == route["stops"]
+    assert cdp.js("location.hash") == ""                                     # the token left the address bar
+    assert cdp.js("localStorage.getItem('streetsense-token')") == tokens["crew"]
     ids = cdp.js("Array.from(document.querySelectorAll('li.stop')).map(l => l.dataset.asset)")
     assert cdp.js("document.querySelector('#map') !== null && document.querySelectorAll('#map circle').length") == n
     first, second = ids[0], ids[1]

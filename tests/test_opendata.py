@@ -12,10 +12,10 @@ import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
 
 from api import opendata, sta
+from api.auth import make_pool
+from tests.support.api_auth import bearer, make_token, mount
 from tests.support.http import serve
 
 
@@ -39,14 +39,17 @@ def town(pg_admin_url, tmp_path_factory):
                              WHERE a.bin_kind = 'household' ORDER BY 1""").fetchall()
         street = [r[0] for r in c.execute("""SELECT d.device_id FROM devices d JOIN assets a USING (tenant, asset_id)
                                              WHERE a.bin_kind = 'street'""")]
-    pool = ConnectionPool(url, min_size=1, max_size=2, open=True, kwargs={"row_factory": dict_row, "autocommit": True})
+    pool = make_pool(url, max_size=2, open=True)
     app = FastAPI()
-    app.state.api_token = None
+    mount(app, pool)
+    resident = bearer(make_token(url, "resident", loaded.tenant, household=house[0][1]))
+    admin = bearer(make_token(url, "admin", loaded.tenant))
     app.include_router(sta.router(pool))
     app.include_router(opendata.router(pool))
     try:
         with serve(app) as base:
-            yield {"url": url, "base": base, "loaded": loaded, "house": house, "street": street}
+            yield {"url": url, "base": base, "loaded": loaded, "house": house, "street": street,
+                   "resident": resident, "admin": admin}
     finally:
         pool.close()
         with psycopg.connect(pg_admin_url, autocommit=True) as c:
@@ -136,7 +139,9 @@ def test_downloads_and_ngsi_ld(town):
 def test_household_export_is_complete_and_audited(town):
     dev, household = town["house"][0]
     tenant = town["loaded"].tenant
-    body = get(town, f"/residents/{tenant}/households/{household}/export").json()
+    path = f"/residents/{tenant}/households/{household}/export"
+    assert httpx.get(town["base"] + path).status_code == 401                       # never public
+    body = httpx.get(town["base"] + path, headers=town["resident"]).json()       # the household itself
     assert [d["device_id"] for d in body["devices"]] == [d for d, h in town["house"] if h == household]
     assert body["assets"][0]["household"] == household and body["readings_hourly"]
     assert {r["device_id"] for r in body["readings_hourly"]} == {dev}
@@ -144,4 +149,10 @@ def test_household_export_is_complete_and_audited(town):
     with psycopg.connect(town["url"]) as c:
         assert c.execute("SELECT count(*) FROM audit_log WHERE action = 'household.export' AND subject = %s",
                          (household,)).fetchone()[0] == 1
-    assert httpx.get(f"{town['base']}/residents/{tenant}/households/nobody/export").status_code == 404
+    assert httpx.get(f"{town['base']}/residents/{tenant}/households/nobody/export",
+                     headers=town["admin"]).status_code == 404
+    other = next(h for _, h in town["house"] if h != household)     # a resident sees only their own household
+    assert httpx.get(f"{town['base']}/residents/{tenant}/households/{other}/export",
+                     headers=town["resident"]).status_code == 404
+    assert httpx.get(f"{town['base']}/residents/{tenant}/households/{other}/export",
+                     headers=town["admin"]).status_code == 200

@@ -29,6 +29,7 @@ from streetsense.identity.credentials import IdentityStore, verify_secret
 from streetsense.provision import config as pc
 from streetsense.provision.cli import device_app
 from streetsense.provision.plan import PROBE, WIPE
+from tests.support.api_auth import make_token
 from tests.support.http import serve
 from tests.support.micropython import micropython_available
 from tests.support.mosquitto import find_mosquitto
@@ -37,7 +38,6 @@ pytestmark = [pytest.mark.micropython,
               pytest.mark.skipif(not micropython_available(), reason="node or the MicroPython npm package missing")]
 
 REPO = Path(__file__).resolve().parents[1]
-TOKEN = "field-token-1"
 
 FAKE_MPREMOTE = r'''
 import json, os, shutil, sys
@@ -204,8 +204,9 @@ def rig(tmp_path, db_url, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     monkeypatch.setenv("STREETSENSE_WIFI_PASSWORD", "wpa2-pass")
     monkeypatch.delenv("SS_FAKE_UF2_MOUNT", raising=False)
-    with serve(create_app(db_url, api_token=TOKEN)) as base:
-        yield {"db": db_url, "api": base, "tmp": tmp, "root": tmp_path}
+    token = make_token(db_url, "field_engineer", "leeds", name="alice")
+    with serve(create_app(db_url)) as base:
+        yield {"db": db_url, "api": base, "tmp": tmp, "root": tmp_path, "token": token}
 
 
 def make_board(rig, monkeypatch, **kw) -> Board:
@@ -226,7 +227,7 @@ def provision(rig, board: Board, *extra: str, ca: Path | None = None, broker: st
     argv = ["provision", "--board", board_name, "--kind", "bin_fill", "--port", port or str(board.port),
             "--tenant", "leeds", "--asset", "BIN-123", "--lat", "53.7997", "--lon", "-1.5492",
             "--wifi-ssid", "council-iot", "--broker", broker, "--ca", str(ca),
-            "--api-url", rig["api"], "--api-token", TOKEN, "--database-url", rig["db"],
+            "--api-url", rig["api"], "--api-token", rig["token"], "--database-url", rig["db"],
             "--label-dir", str(rig["root"] / "labels"), "--engineer", "alice",
             "--audit-file", str(rig["root"] / "audit.jsonl"), "--json"]
     if image is not None:
@@ -241,7 +242,7 @@ def esp_image(rig) -> Path:
 
 
 def api_device(rig, device_id: str) -> dict | None:
-    r = httpx.get(f"{rig['api']}/devices/leeds/{device_id}", headers={"Authorization": f"Bearer {TOKEN}"})
+    r = httpx.get(f"{rig['api']}/devices/leeds/{device_id}", headers={"Authorization": f"Bearer {rig['token']}"})
     return r.json() if r.status_code == 200 else None
 
 
