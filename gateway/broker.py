@@ -42,14 +42,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from streetsense.embedded import wait_port
+from streetsense.embedded import DEVICE_MAX_PACKET, wait_port
 from streetsense.logs import get_logger
 
 log = get_logger("gateway.broker")
 
-#: Bigger than the contract's 64 KiB so oversized packs reach the gateway and
-#: are forwarded to be quarantined centrally (``too_large``) instead of vanishing.
-MESSAGE_SIZE_LIMIT = 262144
+#: Largest packet a device may send (twice the contract's 64 KiB, see
+#: :data:`streetsense.embedded.DEVICE_MAX_PACKET`): oversized packs up to this
+#: reach the gateway and are forwarded to be quarantined centrally
+#: (``too_large``) instead of vanishing; bigger ones are refused by Mosquitto.
+#: The central broker allows this plus the gateway's user properties.
+MAX_PACKET_SIZE = DEVICE_MAX_PACKET
 
 
 def broker_config(*, device_port: int, service_port: int, data_dir: Path, device_bind: str = "0.0.0.0",
@@ -72,7 +75,7 @@ def broker_config(*, device_port: int, service_port: int, data_dir: Path, device
         f"autosave_interval {autosave_interval}",
         f"max_queued_messages {max_queued_messages}",
         f"max_queued_bytes {max_queued_bytes}",
-        f"message_size_limit {MESSAGE_SIZE_LIMIT}",
+        f"max_packet_size {MAX_PACKET_SIZE}",
         "persistent_client_expiration 30d",
         f"log_dest file {data_dir}/mosquitto.log",
         "log_type error",

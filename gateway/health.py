@@ -102,6 +102,8 @@ FORWARDED_READINGS = Counter("streetsense_gateway_forwarded_readings", "Readings
 RECEIVED = Counter("streetsense_gateway_received", "Messages stored from devices, by channel", ["channel"])
 QUARANTINED = Counter("streetsense_gateway_quarantined", "Invalid messages (forwarded, marked), by reason",
                       ["reason"])
+RATE_LIMITED = Counter("streetsense_gateway_rate_limited_readings",
+                       "Readings over their device's rate limit (forwarded marked rate_limited)")
 REFUSALS = Counter("streetsense_gateway_refusals", "Times the device listener was closed: queue full")
 REFUSING = Gauge("streetsense_gateway_refusing", "1 while devices are refused because the queue is full")
 HELD = Counter("streetsense_gateway_held", "Messages left unacked in the local broker at the hard bound")

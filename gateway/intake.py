@@ -13,6 +13,12 @@ crash before the commit: Mosquitto redelivers. A crash between commit and
 PUBACK: the batch is stored twice and forwarded twice (bounded by
 ``commit_max``; the central store dedupes).
 
+Per-device rate limit (:class:`~ingest.ratelimit.RateLimiter`, readings per
+second of device time): a pack over its device's limit is stored and forwarded
+like any invalid message, marked ``ss-invalid: rate_limited: …``; the central
+ingest quarantines it as ``rate_limited`` (replayable). The device's other
+packs, and every other device, keep flowing.
+
 The device's own PUBACK comes from Mosquitto, before the gateway has the
 message; what protects a reading in that window is Mosquitto's session queue
 (saved on shutdown and every ``autosave_interval``) and, for a power cut
@@ -33,7 +39,8 @@ import paho.mqtt.client as mqtt
 
 from gateway import health as hm
 from gateway.queue import DurableQueue, Item, Row
-from gateway.validate import classify
+from gateway.validate import classify_timed
+from ingest.ratelimit import RateLimiter
 
 #: bytes per row on top of payload and reason, for the hard-bound estimate
 ROW_OVERHEAD = 64
@@ -43,8 +50,9 @@ PAGE_SLACK = 1.25
 
 class Intake:
     def __init__(self, queue: DurableQueue, *, max_bytes: int, commit_max: int = 500, commit_ms: float = 10.0,
-                 on_device: Callable[[str, int], None] | None = None) -> None:
+                 on_device: Callable[[str, int], None] | None = None, limiter: RateLimiter | None = None) -> None:
         self.queue = queue
+        self.limiter = limiter if limiter is not None else RateLimiter()
         self.max_bytes = max_bytes
         self.commit_max = commit_max
         self.commit_s = commit_ms / 1000
@@ -76,10 +84,17 @@ class Intake:
         now = time.time()
         rx_ms = int(now * 1000)
         payload = msg.payload
-        v = classify(msg.topic, payload, rx_ms)
+        v, newest_ms = classify_timed(msg.topic, payload, rx_ms)
+        readings, reason = v.readings, v.reason
+        lim = self.limiter
+        if readings and not lim.allow(msg.topic.rsplit("/", 1)[0], newest_ms, readings):
+            hm.RATE_LIMITED.inc(readings)
+            reason = (f"rate_limited: over {lim.rate:g} readings/s of device time (bursts of {lim.burst:g}); "
+                      f"{readings} readings held back")
+            readings = 0
         if not self.pending:
             self._first = time.monotonic()
-        self.pending.append((Item(rx_ms, msg.topic, payload, bool(msg.retain), v.readings, v.reason),
+        self.pending.append((Item(rx_ms, msg.topic, payload, bool(msg.retain), readings, reason),
                              msg.mid, msg.qos))
         if v.device_id is not None and self.on_device is not None:
             self.on_device(v.device_id, rx_ms)

@@ -52,6 +52,7 @@ from gateway.queue import DurableQueue, Row
 from gateway.relay import Relay
 from gateway.settings import GatewaySettings
 from gateway.sntp import SntpServer
+from ingest.ratelimit import RateLimiter
 from streetsense.embedded import MqttTarget
 from streetsense.logs import get_logger, redact_url
 
@@ -113,7 +114,7 @@ class GatewayService:
         self.forwarder = Forwarder(self.queue, self.lanes, s.gateway_id, on_acked=self._acked)
         self.relay = Relay(s.tenant, devices=[*s.devices, *self.queue.known_devices()], relay_all=s.relay_all)
         self.intake = Intake(self.queue, max_bytes=s.max_bytes, commit_max=s.commit_max, commit_ms=s.commit_ms,
-                             on_device=self._device)
+                             on_device=self._device, limiter=RateLimiter(s.rate_readings_per_s, s.rate_burst))
         self.broker: LocalBroker | None = None
         if s.manage_broker:
             self.broker = LocalBroker(s.broker_dir, device_port=s.local_port, service_port=s.local_service_port,

@@ -58,6 +58,9 @@ class GatewaySettings(BaseSettings):
     drain_rate: float = 500.0
     #: QoS 1 messages in flight to the central broker (bounds duplicates after a crash).
     inflight: int = 200
+    #: Per-device rate limit: readings per second of device time (0 = off), and bucket size.
+    rate_readings_per_s: float = 20.0
+    rate_burst: int = 2000
     #: Intake group commit: commit after this many messages or this many ms, whichever first.
     commit_max: int = 500
     commit_ms: float = 10.0

@@ -17,6 +17,8 @@ per-kind metric check happens only centrally.
 >>> ok = v1.encode_json("bin-1", 1767225600, 3, [("fill", 500, 0)])
 >>> classify("ss/v1/leeds/bin-1/up", ok, 1767225601000)
 Verdict(channel='up', device_id='bin-1', readings=1, reason=None)
+>>> classify_timed("ss/v1/leeds/bin-1/up", ok, 1767225601000)[1]     # newest reading: the rate limit's clock
+1767225600000
 >>> classify("ss/v1/leeds/bin-1/up", b"{oops", 1767225601000).reason[:24]
 'bad_encoding: cannot par'
 >>> classify("ss/v1/leeds/bin-1/status", b'{"state":"napping","fw":"1","t":0}', 0).reason
@@ -59,22 +61,31 @@ def _cut(s: str) -> str:
 
 def classify(topic: str, payload: bytes, received_ms: int) -> Verdict:
     """Channel, device, reading count and (if invalid) why, for one message."""
+    return classify_timed(topic, payload, received_ms)[0]
+
+
+def classify_timed(topic: str, payload: bytes, received_ms: int) -> tuple[Verdict, int]:
+    """:func:`classify`, plus the time of the pack's newest accepted reading (ms; 0 if none)."""
     try:
         _tenant, dev, channel = v1.parse_topic(topic)
     except ValueError as e:
-        return Verdict(None, None, 0, _cut(f"bad_topic: {e}"))
+        return Verdict(None, None, 0, _cut(f"bad_topic: {e}")), 0
     if channel == v1.UP:
         try:
             pack = decode(payload, device_id=dev, received_ms=received_ms)
         except PackError as e:
-            return Verdict(channel, dev, 0, _cut(f"{e.code}: {e.detail}"))
-        cols = getattr(pack, "times_ms", None)       # columnar DecodedPack (no per-reading objects)
-        n = len(cols) if cols is not None else len(pack.readings)
+            return Verdict(channel, dev, 0, _cut(f"{e.code}: {e.detail}")), 0
+        cols = pack.times_ms
+        newest = max(cols) if cols else 0
         if pack.rejects:
             r = pack.rejects[0]
-            return Verdict(channel, dev, n, _cut(
-                f"records_rejected: {len(pack.rejects)} records rejected: record {r.index}: {r.code}: {r.detail}"))
-        return Verdict(channel, dev, n, None)
+            return Verdict(channel, dev, len(cols), _cut(
+                f"records_rejected: {len(pack.rejects)} records rejected: record {r.index}: {r.code}: {r.detail}")), newest
+        return Verdict(channel, dev, len(cols), None), newest
+    return _other(channel, dev, payload), 0
+
+
+def _other(channel: str, dev: str, payload: bytes) -> Verdict:
     if channel == v1.STATUS:
         if not payload:   # an empty retained message clears the retained status: fine
             return Verdict(channel, dev, 0, None)

@@ -12,6 +12,21 @@ returns.
 ([1767225600000], [2], [0.5], (7, 3, 1, 1767225601000), None)
 >>> h.handle("ss/v1/demo/bin-9999/up", raw, received_ms=1767225601000).quarantine.reason_code
 'unknown_device'
+
+With a :class:`~ingest.ratelimit.RateLimiter`, a device over its rate limit has
+the message quarantined as ``rate_limited`` (raw bytes kept, replayable); a
+message a gateway already marked ``rate_limited`` (user property
+``ss-invalid``) is quarantined the same way, and a replay (``ss-replay``)
+skips the limit, since an operator chose to let it in:
+
+>>> from ingest.ratelimit import RateLimiter
+>>> h = MessageHandler(lambda t, d: DeviceInfo(7, "bin_fill", "active"), RateLimiter(rate=1, burst=1))
+>>> [h.handle("ss/v1/demo/bin-0001/up", raw, 1767225601000).quarantine is None for _ in range(2)]
+[True, False]
+>>> h.handle("ss/v1/demo/bin-0001/up", raw, 1767225601000).quarantine.reason_code
+'rate_limited'
+>>> h.handle("ss/v1/demo/bin-0001/up", raw, 1767225601000, replay=True).quarantine is None
+True
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ import msgspec
 
 from contract import v1
 from contract.decode import DecodedPack, PackError, decode
+from ingest.ratelimit import RateLimiter
 from ingest.registry import DeviceInfo
 from ingest.store import Batch, QuarantineRow
 
@@ -39,6 +55,8 @@ class Handled:
     #: (state, firmware, next_wake) from a status message
     status: tuple[str, str, int] | None = None
     duplicates_in_pack: int = 0
+    #: readings refused by the rate limit (the message is quarantined ``rate_limited``)
+    rate_limited: int = 0
     #: kept so a batch the database refuses can be retried message by message
     topic: str = ""
     payload: bytes = b""
@@ -61,10 +79,14 @@ _STATES = {"online", "sleeping", "offline"}
 class MessageHandler:
     """Turns (topic, payload) into what to store. Never raises on bad input."""
 
-    def __init__(self, lookup: Callable[[str, str], DeviceInfo | None]) -> None:
+    def __init__(self, lookup: Callable[[str, str], DeviceInfo | None], limiter: RateLimiter | None = None) -> None:
         self._lookup = lookup
+        self._limiter = limiter
 
-    def handle(self, topic: str, payload: bytes, received_ms: int) -> Handled:
+    def handle(self, topic: str, payload: bytes, received_ms: int, *, replay: bool = False,
+               mark: str | None = None) -> Handled:
+        """``mark`` is a gateway's ``ss-invalid`` verdict; ``replay`` is set for
+        ``streetsense quarantine replay`` (the rate limit does not apply)."""
         out = Handled()
         try:
             tenant, dev, channel = v1.parse_topic(topic)
@@ -82,8 +104,10 @@ class MessageHandler:
                                            f"device {dev!r} is {info.status}", payload)
             return out
         out.device_pk = info.pk
-        if channel == v1.UP:
-            self._up(out, topic, tenant, dev, info, payload, received_ms)
+        if channel == v1.UP and not replay and mark is not None and mark.startswith("rate_limited"):
+            out.quarantine = QuarantineRow(topic, tenant, dev, "rate_limited", f"at the gateway: {mark}", payload)
+        elif channel == v1.UP:
+            self._up(out, topic, tenant, dev, info, payload, received_ms, replay)
         elif channel == v1.STATUS:
             self._status(out, topic, tenant, dev, payload)
         else:
@@ -92,11 +116,20 @@ class MessageHandler:
         return out
 
     def _up(self, out: Handled, topic: str, tenant: str, dev: str, info: DeviceInfo, payload: bytes,
-            received_ms: int) -> None:
+            received_ms: int, replay: bool) -> None:
         try:
             pack = decode(payload, device_id=dev, received_ms=received_ms, kind=info.kind)
         except PackError as e:
             out.quarantine = QuarantineRow(topic, tenant, dev, e.code, e.detail, payload)
+            return
+        lim = self._limiter
+        n = len(pack.times_ms)
+        if lim is not None and n and not replay and not lim.allow(f"{tenant}/{dev}", max(pack.times_ms), n):
+            out.rate_limited = n
+            out.quarantine = QuarantineRow(
+                topic, tenant, dev, "rate_limited",
+                f"device {dev!r} is over its rate limit ({lim.rate:g} readings/s of device time, bursts of "
+                f"{lim.burst:g}): {n} readings held back; replay to store them", payload)
             return
         out.pack = pack
         out.duplicates_in_pack = pack.duplicates

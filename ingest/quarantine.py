@@ -3,7 +3,9 @@
 Replay republishes the raw bytes to their original topic at QoS 1 and stamps
 ``replayed_at`` once the broker has acknowledged them. Ingest then stores them
 (idempotently) or quarantines them again, which re-arms the row with the new
-reason. So a replay can never lose a message.
+reason. So a replay can never lose a message. Replayed messages carry the
+MQTT 5 user property ``ss-replay``, so ingest lets them past the per-device
+rate limit (replaying ``rate_limited`` messages is an operator's decision).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from streetsense.mqtt import make_client, publish_all
 
@@ -35,7 +39,9 @@ def replay(conn: psycopg.Connection, mqtt_url: str, *, reason_code: str | None =
         return 0
     client = make_client(mqtt_url, "streetsense-replay", session=False)
     try:
-        publish_all(client, [(topic, bytes(payload)) for _, topic, payload in rows])
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = ("ss-replay", "1")
+        publish_all(client, [(topic, bytes(payload)) for _, topic, payload in rows], properties=props)
     finally:
         client.disconnect()
     conn.execute("UPDATE quarantine SET replayed_at = now() WHERE id = ANY(%s)", ([r[0] for r in rows],))

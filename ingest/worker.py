@@ -36,6 +36,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ingest import metrics as m
 from ingest.handler import Handled, MessageHandler, batch_of
+from ingest.ratelimit import DEFAULT_BURST, DEFAULT_RATE, RateLimiter
 from ingest.registry import DeviceRegistry
 from ingest.store import Batch, QuarantineRow, ReadingStore, WriteResult
 from streetsense.embedded import MqttTarget
@@ -60,6 +61,9 @@ class IngestConfig:
     protocol: int = mqtt.MQTTv5
     #: database connections (1 for servers that take one connection at a time)
     pool_size: int = 2
+    #: per-device rate limit (readings/s of device time, bucket size); rate 0 turns it off
+    rate_readings_per_s: float = DEFAULT_RATE
+    rate_burst: int = DEFAULT_BURST
 
 
 @dataclass(slots=True)
@@ -86,7 +90,7 @@ class IngestWorker:
         self.pool = ConnectionPool(cfg.database_url, min_size=1, max_size=cfg.pool_size, open=True,
                                    reconnect_timeout=3600, name=f"ingest-{self.client_id}")
         self.registry = DeviceRegistry(self.pool.connection)
-        self.handler = MessageHandler(self.registry.get)
+        self.handler = MessageHandler(self.registry.get, RateLimiter(cfg.rate_readings_per_s, cfg.rate_burst))
         self._gen = 0
         self._open: _Open | None = None
         self._ready: deque[_Open] = deque()
@@ -144,15 +148,21 @@ class IngestWorker:
         # A site gateway that buffered this message (backhaul outage) stamps its
         # own receive time as user property "ss-rx" (Unix ms); judge the pack
         # against that, never later than now (a gateway clock ahead of ours).
+        # "ss-invalid" is the gateway's verdict (honoured for rate_limited) and
+        # "ss-replay" marks `streetsense quarantine replay` (no rate limit).
+        mark, replay = None, False
         for k, v in getattr(msg.properties, "UserProperty", None) or ():
             if k == "ss-rx":
                 try:
                     received_ms = min(int(v), received_ms)
                 except ValueError:
                     pass
-                break
+            elif k == "ss-invalid":
+                mark = v
+            elif k == "ss-replay":
+                replay = True
         try:
-            h = self.handler.handle(msg.topic, msg.payload, received_ms)
+            h = self.handler.handle(msg.topic, msg.payload, received_ms, replay=replay, mark=mark)
         except Exception as e:  # a bug in decoding must not kill the worker or lose the message
             log.exception("handler failed", topic=msg.topic)
             h = Handled(quarantine=QuarantineRow(msg.topic, None, None, "internal_error", f"handler error: {e!r}",
@@ -265,6 +275,8 @@ class IngestWorker:
             for h in o.handled:
                 if h.quarantine is not None:
                     m.QUARANTINED.labels(h.quarantine.reason_code).inc()
+                    if h.quarantine.reason_code == "rate_limited":
+                        m.RATE_LIMITED.inc(max(1, h.rate_limited))
             with self._cv:
                 self._ready.popleft()
             self._acks.append((o.gen, o.acks))

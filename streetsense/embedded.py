@@ -23,9 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from contract import v1
 from streetsense.logs import get_logger
 
 log = get_logger("embedded")
+
+#: Largest MQTT packet a device may send to a broker we configure: twice the
+#: contract's largest legal pack (``v1.MAX_PAYLOAD``, 64 KiB) plus room for the
+#: fixed header and the longest topic. A payload between the contract limit and
+#: this reaches ingest and is quarantined ``too_large`` with its bytes; a bigger
+#: packet is refused by the broker itself (MQTT 5: DISCONNECT with reason code
+#: 0x95 "Packet too large"; MQTT 3.1.1: the connection is closed).
+DEVICE_MAX_PACKET = 2 * v1.MAX_PAYLOAD + 1024
+#: Brokers that take messages relayed by a gateway (the central broker, the
+#: embedded one) allow the gateway's user properties on top (``ss-rx``,
+#: ``ss-gw``, ``ss-invalid`` of at most 240 characters): everything a gateway
+#: accepted from a device can always be forwarded.
+RELAY_MAX_PACKET = DEVICE_MAX_PACKET + 2048
 
 
 def free_port() -> int:
@@ -114,7 +128,7 @@ def mosquitto_config(port: int, data_dir: Path, extra: str = "") -> str:
         "max_queued_bytes 2000000000",
         "max_inflight_messages 0",
         "persistent_client_expiration 14d",
-        "message_size_limit 262144",
+        f"max_packet_size {RELAY_MAX_PACKET}",
         f"log_dest file {data_dir}/mosquitto.log",
         "log_type error",
         "log_type warning",

@@ -45,12 +45,14 @@ def connect(c: mqtt.Client, session: bool = True) -> None:
 
 
 def publish_all(c: mqtt.Client, messages: Iterable[tuple[str, bytes]], *, qos: int = 1, rate: float | None = None,
-                on_sent: Callable[[int, float], None] | None = None, timeout: float = 600.0) -> int:
+                on_sent: Callable[[int, float], None] | None = None, timeout: float = 600.0,
+                properties: Properties | None = None) -> int:
     """Publish every message and wait until the broker acknowledged all of them.
 
     Survives broker restarts: on a lost connection it reconnects and paho
     re-sends the QoS 1 messages still unacknowledged. ``rate`` paces messages
     per second; ``on_sent(index, time)`` is called as each one is handed over.
+    ``properties`` (MQTT 5) go with every message.
     Returns the number published.
     """
     infos = []
@@ -61,7 +63,7 @@ def publish_all(c: mqtt.Client, messages: Iterable[tuple[str, bytes]], *, qos: i
             due = t0 + i / rate
             while time.monotonic() < due:
                 _pump(c, max(0.0, min(0.01, due - time.monotonic())))
-        infos.append(c.publish(topic, payload, qos=qos))
+        infos.append(c.publish(topic, payload, qos=qos, properties=properties))
         if on_sent:
             on_sent(i, time.time())
         _pump(c, 0)

@@ -1,0 +1,114 @@
+"""Per-device rate limit: a token bucket of readings, clocked by the device's own time.
+
+Used at both hops: the gateway (:mod:`gateway.intake`) and the central ingest
+(:mod:`ingest.handler`). A message over its device's limit is **not dropped**:
+it is quarantined with reason ``rate_limited``, raw bytes kept, and can be
+replayed (``streetsense quarantine replay --reason rate_limited``).
+
+Each device has a bucket of ``burst`` readings that refills at ``rate``
+readings per second. The clock is the time the pack itself carries (its
+newest reading), not the time it arrived: a fleet replayed at a thousand times
+real speed by the simulator, a node emptying its flash ring after a Wi-Fi
+outage, or a gateway draining a day of backlog all keep the density of
+readings per second of *device* time they had when measured, so none of them
+trips the limit. What does trip it is what a broken or hostile node does:
+
+* the same pack re-sent in a loop (its time does not advance, so the bucket
+  does not refill);
+* readings sampled in a tight loop (far more readings per second of its own
+  clock than any sensor kind produces).
+
+A pack older than the bucket's clock by more than ``late_s`` is history
+(ring drain, gateway backlog, interleaved with the live traffic that moved
+the clock on) and is not charged; a pack a little older is charged without
+refill. The default (20 readings/s, bursts of 2,000) is about ten times the
+busiest simulated node (a road vehicle on a worn street: one 5-record bump
+event every ~9 s, a minute pack of a few dozen records) and twenty times a
+bin pack at its largest.
+
+>>> rl = RateLimiter(rate=10, burst=100)
+>>> rl.allow("bin-1", 1_767_225_600_000, 60), rl.allow("bin-1", 1_767_225_600_000, 60)
+(True, False)
+>>> rl.allow("bin-1", 1_767_225_604_000, 60)     # 4 s later: 40 + 40 refilled tokens
+True
+>>> rl.allow("bin-2", 1_767_225_600_000, 100)    # each device has its own bucket
+True
+>>> rl.limited, rl.limited_readings
+(1, 60)
+>>> RateLimiter(rate=0).allow("x", 0, 10**9)    # rate 0 turns the limit off
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: default sustained readings per second of device time, per device
+DEFAULT_RATE = 20.0
+#: default bucket size (readings)
+DEFAULT_BURST = 2000
+#: packs older than the device's clock by more than this are history (not charged)
+DEFAULT_LATE_S = 300.0
+#: most devices tracked at once (a flood of made-up device ids cannot grow memory)
+MAX_DEVICES = 200_000
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    clock_ms: int
+
+
+class RateLimiter:
+    """Token buckets keyed by device. Not thread-safe (one per network thread)."""
+
+    def __init__(self, rate: float = DEFAULT_RATE, burst: int = DEFAULT_BURST, *, late_s: float = DEFAULT_LATE_S,
+                 max_devices: int = MAX_DEVICES) -> None:
+        if rate < 0 or burst < 0:
+            raise ValueError("rate and burst must be >= 0")
+        self.rate = float(rate)
+        self.burst = float(max(burst, 1))
+        self.late_ms = int(late_s * 1000)
+        self.max_devices = max_devices
+        self._buckets: dict[str, _Bucket] = {}
+        #: messages / readings refused since start
+        self.limited = 0
+        self.limited_readings = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def allow(self, device: str, time_ms: int, readings: int) -> bool:
+        """Charge ``readings`` (at least 1) to ``device`` at device time ``time_ms``; False if over the limit."""
+        if self.rate <= 0:
+            return True
+        n = max(1, readings)
+        b = self._buckets.get(device)
+        if b is None:
+            if len(self._buckets) >= self.max_devices:
+                self._evict(time_ms)
+            b = self._buckets[device] = _Bucket(self.burst, time_ms)
+        elif time_ms > b.clock_ms:
+            b.tokens = min(self.burst, b.tokens + (time_ms - b.clock_ms) * self.rate / 1000.0)
+            b.clock_ms = time_ms
+        elif time_ms < b.clock_ms - self.late_ms:
+            return True             # history behind live traffic: judged when it was live
+        if b.tokens >= n:
+            b.tokens -= n
+            return True
+        self.limited += 1
+        self.limited_readings += n
+        return False
+
+    def _evict(self, now_ms: int) -> None:
+        """Forget buckets that would be full again by now (no loss of state), then the oldest half."""
+        full_after = self.burst * 1000.0 / self.rate
+        for k in [k for k, b in self._buckets.items() if now_ms - b.clock_ms >= full_after]:
+            del self._buckets[k]
+        if len(self._buckets) >= self.max_devices:
+            for k in list(self._buckets)[: len(self._buckets) // 2]:
+                del self._buckets[k]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
