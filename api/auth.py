@@ -176,10 +176,23 @@ def require(*roles: str, page: Callable[[], str] | None = None) -> Callable[...,
     return dep
 
 
-def declared_roles(route: APIRoute) -> frozenset[str] | None:
-    """The roles a route allows (every :func:`require` on it must pass), or None if it declares none."""
+def api_routes(app: FastAPI) -> Iterator[tuple[frozenset[str], str, Any]]:
+    """(methods, path, dependant) of every API route, those of included routers too."""
+    try:
+        from fastapi.routing import iter_route_contexts     # FastAPI >= 0.16x keeps included routers nested
+    except ImportError:                                      # pragma: no cover - older FastAPI: a flat list
+        contexts: Any = app.routes
+    else:
+        contexts = iter_route_contexts(app.routes)
+    for rc in contexts:
+        if isinstance(getattr(rc, "original_route", rc), APIRoute):
+            yield frozenset(rc.methods), rc.path, rc.dependant
+
+
+def declared_roles(dependant: Any) -> frozenset[str] | None:
+    """The roles a route (its ``dependant``) allows: every :func:`require` on it must pass. None if undeclared."""
     found: list[frozenset[str]] = []
-    stack = [route.dependant]
+    stack = [dependant]
     while stack:
         d = stack.pop()
         roles = getattr(d.call, "roles", None)
@@ -193,8 +206,7 @@ def declared_roles(route: APIRoute) -> frozenset[str] | None:
 
 def check_declared(app: FastAPI) -> None:
     """Refuse an app with a route that declares no roles (fail closed)."""
-    missing = sorted(f"{','.join(sorted(r.methods))} {r.path}" for r in app.routes
-                     if isinstance(r, APIRoute) and declared_roles(r) is None)
+    missing = sorted(f"{','.join(sorted(m))} {path}" for m, path, dep in api_routes(app) if declared_roles(dep) is None)
     if missing:
         raise RuntimeError(f"routes without a role declaration (api.auth.require): {missing}")
 
