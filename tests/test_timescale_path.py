@@ -33,6 +33,7 @@ from ingest.migrate import migrate, migrations, storage_variant
 from ingest.store import Batch, ReadingStore
 from ingest.worker import IngestConfig, IngestWorker
 from streetsense.mqtt import make_client, publish_all
+from tests.support.api_auth import bearer, make_token
 from tests.support.http import serve
 from tests.support.pglite import PGliteTimescale, node_available, node_unavailable_reason
 
@@ -425,7 +426,8 @@ def test_every_api_query_and_route_on_timescale(tsdb):
         return [{**i, "bucket": dt.datetime.fromisoformat(i["bucket"])} for i in items]
 
     # over HTTP: the app with one pooled connection (PGlite serves one at a time)
-    with serve(create_app(tsdb, pool_size=1)) as base, httpx.Client(base_url=base, timeout=20) as api:
+    admin = bearer(make_token(tsdb, "admin", TENANT))       # before the pool holds PGlite's one connection
+    with serve(create_app(tsdb, pool_size=1)) as base, httpx.Client(base_url=base, timeout=20, headers=admin) as api:
         h = api.get("/health").json()
         assert h["status"] == "ok" and h["storage"] == "timescale"
         body = {"tenant": TENANT, "device_id": "air-0007", "kind": "air", "board": "picow", "lat": 53.8, "lon": -1.55}
