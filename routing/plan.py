@@ -27,11 +27,17 @@ from the readings; see ``routing.store`` and ``routing.bench``).
 * vehicle types with two load dimensions, *volume* (litres of loose bin contents)
   and *weight* (kg, volume x waste density), ``num_available``, a fixed cost
   (lorries used first), ``max_reloads`` trips to the tip, shift window
-  ``[shift_start, shift_end]``;
+  ``[shift_start, shift_end]`` in local time (the fleet comes from the tenant's
+  configuration, :mod:`routing.fleet`; :data:`DEFAULT_FLEET` is the demo town's);
+  the last unload at the tip and the drive home fit in the shift too;
+* time: seconds elapsed since the plan day's local midnight in ``params.timezone``
+  (:mod:`routing.clock`): computed in real time, shown as local ``HH:MM`` and
+  stored as UTC (``eta_utc``), so the clocks-change days add up;
 * crew breaks: PyVRP 0.14 has no break activity, so each vehicle's shift is shortened
-  by ``break_min`` (the plan keeps time for it) and the break is placed in the
-  schedule at the first stop after ``break_after_h`` of work, shifting the later
-  arrival times;
+  by ``break_min`` (the plan keeps time for it) and :mod:`routing.schedule` places
+  the break afterwards by the rule (``break_min`` after ``break_after_h`` of driving
+  or of duty), shifting the later times and reporting any window or shift end it
+  breaks;
 * clients: every bin is a pickup of [litres, kg] with a service time (lift) and a
   time window — street bins on the high street only before ``high_street_closed``
   (no lorries in shopping hours); must-visit stops are required, ``fill`` /
@@ -43,7 +49,8 @@ from the readings; see ``routing.store`` and ``routing.bench``).
 **Re-planning** (:func:`replan`): drop completed stops, close blocked streets
 (bins on them get ``blocked`` and leave the plan), remove broken-down lorries;
 every working lorry restarts from its last position at ``now`` with the load it
-carries, and the rest is solved again.
+carries, the driving it has done and whether it has had its break, and the rest
+is solved again.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ from datetime import date as Date, timedelta
 
 import numpy as np
 
+from routing.clock import DayClock
+from routing.schedule import BreakRule, Visit, place_break
 from routing.travel import Point, matrices
 
 __all__ = ["BinState", "VehicleSpec", "PlanParams", "Stop", "select_stops", "build_model", "solve_plan",
@@ -93,12 +102,18 @@ class VehicleSpec:
     shift_start_h: float = 6.0
     shift_end_h: float = 14.5
     break_after_h: float = 4.5
-    break_min: float = 30.0
+    break_min: float = 45.0
     max_reloads: int = 3
     fixed_cost: int = 100_000
+    break_basis: str = "driving"   #: driving | duty (what ``break_after_h`` counts)
+
+    @property
+    def break_rule(self) -> BreakRule:
+        return BreakRule(self.break_after_h, self.break_min, self.break_basis)  # type: ignore[arg-type]
 
 
-#: a 26 t rear-loader (19 m³ body, ~3.5:1 compaction, 10 t payload) and a 12 t narrow-access lorry
+#: a 26 t rear-loader (19 m³ body, ~3.5:1 compaction, 10 t payload) and a 12 t narrow-access lorry, 06:00-14:30,
+#: 45 min break after 4.5 h driving (``routing.fleet.DEFAULT_FLEET_CONFIG`` is the same fleet as configuration)
 DEFAULT_FLEET = (VehicleSpec("rcv-26t", 4, 65_000, 10_000), VehicleSpec("rcv-12t", 1, 24_000, 4_000))
 
 
@@ -120,6 +135,7 @@ class PlanParams:
     prize: int = 200_000
     time_limit_s: float = 10.0
     seed: int = 1
+    timezone: str = "Europe/London"      #: the council's zone: shifts and windows are local wall-clock hours
 
 
 @dataclass
@@ -213,7 +229,8 @@ def select_stops(bins: list[BinState], day: Date, params: PlanParams | None = No
 
 @dataclass
 class Start:
-    """Where a lorry starts (re-planning): a point, a time (s after midnight), the load on board."""
+    """Where a lorry starts (re-planning): a point, a time (s after local midnight), the load on board, the
+    driving done so far (since its break, if it had it) and whether the break was had."""
 
     vehicle: str           #: route id (type name + index)
     point: Point
@@ -221,6 +238,8 @@ class Start:
     load_l: int = 0
     load_kg: int = 0
     reloads_used: int = 0
+    driven_s: int = 0
+    break_taken: bool = False
 
 
 @dataclass
@@ -234,17 +253,31 @@ class Problem:
     dist: np.ndarray
     tip_to_depot_s: int
     tip_to_depot_m: int
+    clock: DayClock
+    starts: dict[str, Start]
+    unload_s: int
+    service_s: list[int]                       #: per stop
+    tw_s: list[tuple[int, int] | None]         #: per stop (elapsed seconds)
+
+
+def _sites(graph, sites: tuple[Point, Point] | None) -> tuple[Point, Point]:
+    if sites is not None:
+        return sites
+    return (Point(graph.depot.lat, graph.depot.lon, node=graph.depot.node),
+            Point(graph.tipping.lat, graph.tipping.lon, node=graph.tipping.node))
 
 
 def build_model(stops: list[Stop], fleet: tuple[VehicleSpec, ...] | list[VehicleSpec], graph, params: PlanParams,
                 starts: list[Start] | None = None, closed_edges: set[int] = frozenset(),
-                exclude: set[str] = frozenset()) -> Problem:
-    """The PyVRP model (see module docstring).  ``starts`` overrides where named lorries begin."""
+                exclude: set[str] = frozenset(), day: Date | None = None,
+                sites: tuple[Point, Point] | None = None) -> Problem:
+    """The PyVRP model (see module docstring).  ``starts`` overrides where named lorries begin; ``day`` (with
+    ``params.timezone``) fixes the time axis (None: a day without a clock change); ``sites`` = (depot, tip)."""
     from pyvrp import Model
 
     p = params
-    depot_pt = Point(graph.depot.lat, graph.depot.lon, node=graph.depot.node)
-    tip_pt = Point(graph.tipping.lat, graph.tipping.lon, node=graph.tipping.node)
+    clock = DayClock(day, p.timezone) if day is not None else DayClock(Date(2026, 1, 5), "UTC")
+    depot_pt, tip_pt = _sites(graph, sites)
     vehicles = [(f"{v.name}-{i + 1}", v) for v in fleet for i in range(v.count)]
     vehicles = [(rid, v) for rid, v in vehicles if rid not in exclude]
     starts = {s.vehicle: s for s in (starts or [])}
@@ -267,8 +300,11 @@ def build_model(stops: list[Stop], fleet: tuple[VehicleSpec, ...] | list[Vehicle
     tip_home_s, tip_home_m = int(dur[1, 0]), int(dist[1, 0])
     for rid, v in vehicles:
         st = starts.get(rid)
-        early = int(v.shift_start_h * 3600) if st is None else int(st.at_s)
-        late = int(v.shift_end_h * 3600 - v.break_min * 60) - tip_home_s
+        shift0 = clock.at_local_h(v.shift_start_h)
+        early = shift0 if st is None else max(int(st.at_s), shift0)
+        brk = 0 if (st is not None and st.break_taken) else int(v.break_min * 60)
+        # the last unload at the tip and the drive home are in the shift too (PyVRP ends the route at the tip)
+        late = clock.at_local_h(v.shift_end_h) - brk - tip_home_s - unload
         late = max(late, early)
         init = [] if st is None else [int(st.load_l), int(st.load_kg)]
         m.add_vehicle_type(num_available=1, capacity=[int(v.capacity_l), int(v.capacity_kg)],
@@ -278,17 +314,23 @@ def build_model(stops: list[Stop], fleet: tuple[VehicleSpec, ...] | list[Vehicle
                            initial_load=init or [0, 0],
                            reload_depots=[tip], max_reloads=max(0, v.max_reloads - (st.reloads_used if st else 0)),
                            name=rid)
+    service, tws = [], []
     for i, s in enumerate(stops):
         svc = p.service_street_s if s.bin_kind == "street" else p.service_household_s
         kw = {}
+        tw = None
         if s.tw_h is not None:
-            kw = {"tw_early": int(s.tw_h[0] * 3600), "tw_late": int(s.tw_h[1] * 3600)}
+            tw = (clock.at_local_h(s.tw_h[0]), clock.at_local_h(s.tw_h[1]))
+            kw = {"tw_early": tw[0], "tw_late": tw[1]}
+        service.append(svc)
+        tws.append(tw)
         m.add_client(locs[n_fixed + i], pickup=[int(math.ceil(s.litres)), int(math.ceil(s.kg))],
                      service_duration=svc, required=s.required, prize=0 if s.required else p.prize,
                      name=s.asset_id, **kw)
     # edges: the matrices go straight into ProblemData (solve_plan); millions of add_edge calls would
     # cost more than the solve
-    return Problem(m, stops, vehicles, points, n_fixed, dur, dist, tip_home_s, tip_home_m)
+    return Problem(m, stops, vehicles, points, n_fixed, dur, dist, tip_home_s, tip_home_m, clock, starts, unload,
+                   service, tws)
 
 
 def _hhmm(s: float) -> str:
@@ -296,8 +338,28 @@ def _hhmm(s: float) -> str:
     return f"{s // 3600:02d}:{(s % 3600) // 60:02d}"
 
 
+def _route_visits(prob: Problem, r) -> list[Visit]:
+    """The solver's route as :class:`~routing.schedule.Visit` s: start, stops and unloads, the final unload
+    at the tip, and the drive home to the depot."""
+    sched = list(r.schedule())
+    out: list[Visit] = []
+    for j, a in enumerate(sched):
+        if a.is_client():
+            ci = a.idx
+            tw = prob.tw_s[ci] or (0, 1 << 62)
+            out.append(Visit("stop", prob.n_fixed + ci, prob.service_s[ci], ci, int(a.trip), tw, prob.stops[ci].asset_id))
+        elif j == 0:
+            out.append(Visit("start", int(a.idx), 0, trip=0))
+        elif j == len(sched) - 1:
+            out.append(Visit("unload", 1, prob.unload_s, trip=int(a.trip)))
+            out.append(Visit("end", 0, 0, trip=int(a.trip)))
+        else:
+            out.append(Visit("unload", 1, prob.unload_s, trip=int(a.trip)))
+    return out
+
+
 def solve_plan(prob: Problem, params: PlanParams) -> dict:
-    """Solve and shape the plan: routes with ordered stops, ETAs, trips, unloads and the break."""
+    """Solve and shape the plan: routes with ordered stops, ETAs (local and UTC), trips, unloads and the break."""
     import pyvrp
     from pyvrp.stop import MaxRuntime
 
@@ -307,64 +369,82 @@ def solve_plan(prob: Problem, params: PlanParams) -> dict:
     res = pyvrp.solve(data, stop=MaxRuntime(params.time_limit_s), seed=params.seed, display=False)
     secs = time.perf_counter() - t0
     sol = res.best
-    nd = data.num_depots
+    clock = prob.clock
     routes = []
     served = set()
+    violations_total = 0
     for r in sol.routes():
         vt = r.vehicle_type()
         rid, spec = prob.vehicles[vt]
+        st = prob.starts.get(rid)
+        visits = _route_visits(prob, r)
+        shift0 = clock.at_local_h(spec.shift_start_h)
+        sched = place_break(visits, prob.dur, int(r.start_time()), spec.break_rule,
+                            shift_end_s=clock.at_local_h(spec.shift_end_h),
+                            driven0=st.driven_s if st else 0, duty_start_s=shift0,
+                            taken=bool(st and st.break_taken))
         events = []
-        brk_done = False
-        shift0 = spec.shift_start_h * 3600
-        delay = 0
         stop_no = 0
-        for a in r.schedule():
-            if a.is_client():
-                ci = a.idx
-                s = prob.stops[ci]
+        for i, v in enumerate(visits):
+            t = sched.starts[i]
+            if v.kind == "stop":
+                s = prob.stops[v.ref]
                 served.add(s.asset_id)
-                t = a.start_time + delay
-                if not brk_done and t - shift0 >= spec.break_after_h * 3600:
-                    events.append({"type": "break", "eta": _hhmm(t), "minutes": spec.break_min})
-                    delay += int(spec.break_min * 60)
-                    t += int(spec.break_min * 60)
-                    brk_done = True
                 stop_no += 1
-                events.append({"type": "stop", "seq": stop_no, "trip": int(a.trip) + 1, "eta": _hhmm(t),
-                               "eta_s": int(t), **s.to_dict()})
-            elif a.is_depot() and a.idx == 1:
-                events.append({"type": "unload", "trip": int(a.trip) + 1, "eta": _hhmm(a.start_time + delay),
-                               "site": "tipping"})
-        end = r.end_time() + delay + prob.tip_to_depot_s
-        if not brk_done:
-            events.append({"type": "break", "eta": _hhmm(min(end, shift0 + spec.break_after_h * 3600)),
-                           "minutes": spec.break_min})
-            end += int(spec.break_min * 60)
+                events.append({"type": "stop", "seq": stop_no, "trip": v.trip + 1, "eta": clock.hhmm(t),
+                               "eta_s": int(t), "eta_utc": clock.utc_iso(t), "drive_s": sched.drive_s[i],
+                               **s.to_dict()})
+            elif v.kind == "unload":
+                events.append({"type": "unload", "trip": v.trip + 1, "eta": clock.hhmm(t), "eta_s": int(t),
+                               "eta_utc": clock.utc_iso(t), "site": "tipping"})
+            if sched.break_after == i:
+                b = sched.break_start_s
+                events.append({"type": "break", "eta": clock.hhmm(b), "eta_s": int(b), "eta_utc": clock.utc_iso(b),
+                               "minutes": spec.break_min, "drive_s": sched.break_drive_s,
+                               "rule": f"{spec.break_min:g} min after {spec.break_after_h:g} h {spec.break_basis}"})
+        viol = []
+        for x in sched.violations:
+            y = {k: x[k] for k in ("type", "name", "reason", "late_s") if k in x}
+            for k in ("start_s", "latest_s", "end_s", "shift_end_s"):
+                if k in x:
+                    y[k.removesuffix("_s")] = clock.hhmm(x[k])
+            viol.append(y)
+        violations_total += len(viol)
+        start, end = sched.starts[0], sched.end_s
         loads = [sum(e["litres"] for e in events if e["type"] == "stop" and e["trip"] == t)
                  for t in range(1, r.num_trips() + 1)]
+        p0 = prob.points[visits[0].loc]
+        carry = {"load_l": st.load_l, "load_kg": st.load_kg, "reloads": st.reloads_used,
+                 "break_taken": st.break_taken} if st else {}
         routes.append({"route_id": rid, "vehicle_type": spec.name, "stops": stop_no, "trips": int(r.num_trips()),
+                       "from": [p0.lat, p0.lon], "carry": carry,
                        "km": round((r.distance() + prob.tip_to_depot_m) / 1000, 2),
-                       "start": _hhmm(r.start_time()), "end": _hhmm(end),
-                       "hours": round((end - r.start_time()) / 3600, 2),
+                       "start": clock.hhmm(start), "end": clock.hhmm(end), "start_utc": clock.utc_iso(start),
+                       "end_utc": clock.utc_iso(end), "start_s": int(start), "end_s": int(end),
+                       "shift": [clock.hhmm(shift0), clock.hhmm(clock.at_local_h(spec.shift_end_h))],
+                       "hours": round((end - start) / 3600, 2),
                        "trip_litres": [round(x) for x in loads],
                        "capacity_l": spec.capacity_l, "capacity_kg": spec.capacity_kg,
-                       "feasible": bool(r.is_feasible()), "events": events})
+                       "feasible": bool(r.is_feasible()) and not viol, "violations": viol, "events": events})
     unserved = [s.to_dict() for s in prob.stops if s.asset_id not in served]
-    return {"feasible": bool(sol.is_feasible()), "solve_s": round(secs, 2), "cost": int(res.cost())
-            if sol.is_feasible() else None, "routes": routes, "unserved": unserved,
+    return {"feasible": bool(sol.is_feasible()) and not violations_total, "solve_s": round(secs, 2),
+            "cost": int(res.cost()) if sol.is_feasible() else None, "routes": routes, "unserved": unserved,
+            "timezone": clock.tz, "day_start_utc": clock.utc_iso(0),
+            "sites": {"depot": [prob.points[0].lat, prob.points[0].lon, prob.points[0].node],
+                      "tip": [prob.points[1].lat, prob.points[1].lon, prob.points[1].node]},
             "totals": {"stops": len(served), "km": round(sum(r["km"] for r in routes), 2),
                        "lorry_hours": round(sum(r["hours"] for r in routes), 2), "lorries": len(routes),
-                       "trips": sum(r["trips"] for r in routes)}}
+                       "trips": sum(r["trips"] for r in routes), "violations": violations_total}}
 
 
 def plan_day(bins: list[BinState], day: Date, graph, fleet=DEFAULT_FLEET, params: PlanParams | None = None,
-             closed_edges: set[int] = frozenset()) -> dict:
+             closed_edges: set[int] = frozenset(), sites: tuple[Point, Point] | None = None) -> dict:
     """Select, model, solve; returns the plan dict (with its parameters and timings)."""
     p = params or PlanParams()
     t0 = time.perf_counter()
     stops, skipped = select_stops(bins, day, p)
     t1 = time.perf_counter()
-    prob = build_model(stops, fleet, graph, p, closed_edges=closed_edges)
+    prob = build_model(stops, fleet, graph, p, closed_edges=closed_edges, day=day, sites=sites)
     t2 = time.perf_counter()
     out = solve_plan(prob, p)
     out.update({"date": day.isoformat(), "params": asdict(p), "fleet": [asdict(v) for v in fleet],
@@ -374,29 +454,51 @@ def plan_day(bins: list[BinState], day: Date, graph, fleet=DEFAULT_FLEET, params
     return out
 
 
+def _plan_sites(plan: dict, graph) -> tuple[Point, Point] | None:
+    s = plan.get("sites")
+    if not s:
+        return None
+    return Point(s["depot"][0], s["depot"][1], node=s["depot"][2]), Point(s["tip"][0], s["tip"][1], node=s["tip"][2])
+
+
 def replan(plan: dict, graph, *, now_s: int, completed: set[str] = frozenset(), blocked_edges: set[int] = frozenset(),
            broken: set[str] = frozenset(), params: PlanParams | None = None) -> dict:
-    """Re-solve what is left of ``plan`` at ``now_s`` (seconds after midnight).
+    """Re-solve what is left of ``plan`` at ``now_s`` (seconds elapsed since the plan day's local midnight,
+    :meth:`routing.clock.DayClock.seconds`).
 
     Completed stops stay done and are kept in the new plan's ``done`` list; bins on
     ``blocked_edges`` leave the plan as ``blocked``; ``broken`` route ids get no more
     work (their remaining stops go to the others); every other lorry restarts from
-    its last completed stop (or the depot) at ``now_s`` with what it has on board.
+    its last completed stop (or the depot) at ``now_s`` (not before its shift) with what it has on
+    board, the driving it has done since its break, and whether it had the break (its break
+    in the plan started before ``now_s``).
     """
     p = params or PlanParams(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in plan["params"].items()})
     fleet = [VehicleSpec(**v) for v in plan["fleet"]]
+    day = Date.fromisoformat(str(plan["date"])) if plan.get("date") else None
+    clock = DayClock(day, p.timezone) if day is not None else DayClock(Date(2026, 1, 5), "UTC")
+    sites = _plan_sites(plan, graph)
+    depot_pt = sites[0] if sites else Point(graph.depot.lat, graph.depot.lon, node=graph.depot.node)
+    specs = {f"{v.name}-{i + 1}": v for v in fleet for i in range(v.count)}
     stops: list[Stop] = []
     blocked: list[dict] = []
     done: list[dict] = []
     starts: list[Start] = []
+    earlier = {}          # stops done before ``plan`` was made (a re-plan of a re-plan): where each lorry got to
+    for d in plan.get("done", []):
+        earlier[d["route_id"]] = d
     for r in plan["routes"]:
-        last = None
-        load_l = load_kg = 0.0
-        reloads = 0
+        carry = r.get("carry") or {}
+        last = earlier.get(r["route_id"])
+        load_l, load_kg = float(carry.get("load_l", 0)), float(carry.get("load_kg", 0))
+        reloads = int(carry.get("reloads", 0))
         unload_seen = False
+        brk = None
         for e in r["events"]:
             if e["type"] == "unload":
                 unload_seen = True
+            if e["type"] == "break":
+                brk = e
             if e["type"] != "stop":
                 continue
             if e["asset_id"] in completed:
@@ -417,24 +519,28 @@ def replan(plan: dict, graph, *, now_s: int, completed: set[str] = frozenset(), 
                 continue
             stops.append(s)
         if r["route_id"] not in broken:
-            pt = (Point(last["lat"], last["lon"], last["edge_id"]) if last is not None
-                  else Point(graph.depot.lat, graph.depot.lon, node=graph.depot.node))
-            starts.append(Start(r["route_id"], pt, int(now_s), int(load_l), int(load_kg), reloads))
+            pt = (Point(last["lat"], last["lon"], last["edge_id"]) if last is not None else depot_pt)
+            taken_now = brk is not None and brk.get("eta_s") is not None and int(brk["eta_s"]) < int(now_s)
+            taken = taken_now or bool(carry.get("break_taken"))
+            driven = int(last.get("drive_s", 0)) if last is not None else 0
+            if taken_now:
+                driven = max(0, driven - int(brk.get("drive_s", 0)))
+            spec = specs.get(r["route_id"])
+            at = max(int(now_s), clock.at_local_h(spec.shift_start_h)) if spec else int(now_s)
+            starts.append(Start(r["route_id"], pt, at, int(load_l), int(load_kg), reloads, driven, taken))
     for s in plan.get("unserved", []):
         if s["asset_id"] not in completed:
             stops.append(Stop(**{k: s[k] for k in Stop.__dataclass_fields__ if k in s}))
     # unused lorries start from the depot at now; broken ones are excluded
     used = {s.vehicle for s in starts}
-    depot_pt = Point(graph.depot.lat, graph.depot.lon, node=graph.depot.node)
-    for v in fleet:
-        for i in range(v.count):
-            rid = f"{v.name}-{i + 1}"
-            if rid not in used and rid not in broken:
-                starts.append(Start(rid, depot_pt, max(int(now_s), int(v.shift_start_h * 3600))))
+    for rid, v in specs.items():
+        if rid not in used and rid not in broken:
+            starts.append(Start(rid, depot_pt, max(int(now_s), clock.at_local_h(v.shift_start_h))))
     closed = set(plan.get("closed_edges", [])) | set(blocked_edges)
-    prob = build_model(stops, fleet, graph, p, starts=starts, closed_edges=closed, exclude=set(broken))
+    prob = build_model(stops, fleet, graph, p, starts=starts, closed_edges=closed, exclude=set(broken), day=day,
+                       sites=sites)
     out = solve_plan(prob, p)
     out.update({"date": plan.get("date"), "params": asdict(p), "fleet": [asdict(v) for v in fleet],
                 "selected": len(stops), "closed_edges": sorted(closed), "done": done, "blocked": blocked,
-                "broken": sorted(broken), "replanned_at": _hhmm(now_s)})
+                "broken": sorted(broken), "replanned_at": clock.hhmm(now_s), "replanned_at_utc": clock.utc_iso(now_s)})
     return out

@@ -1,4 +1,11 @@
-"""Plan / re-plan against the database: the shell shared by the CLI and the API."""
+"""Plan / re-plan against the database: the shell shared by the CLI and the API.
+
+The fleet of a plan (:func:`resolve_fleet`): a :class:`~routing.fleet.FleetConfig` given
+(``streetsense routes plan --fleet FILE``), else the tenant's stored configuration of that
+name (``fleet_configs``; the API's plan request names one), else the tenant's ``default``
+row, else the shipped demo-town fleet.  Its time zone is the plan's: ``now`` for a re-plan
+is converted on the plan day's clock (a naive ``now`` is local wall-clock time).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,11 @@ from datetime import date as Date, datetime, timezone
 from functools import lru_cache
 
 from routing import store
-from routing.plan import DEFAULT_FLEET, PlanParams, VehicleSpec, plan_day, replan
+from routing.clock import DayClock
+from routing.fleet import DEFAULT_FLEET_CONFIG, FleetConfig, FleetError
+from routing.plan import PlanParams, plan_day, replan
 
-__all__ = ["tenant_graph", "make_plan", "replan_stored"]
+__all__ = ["tenant_graph", "make_plan", "replan_stored", "resolve_fleet"]
 
 
 @lru_cache(maxsize=4)
@@ -28,13 +37,34 @@ def tenant_graph(tenant: str | None = None):
     return _graph(os.environ.get("STREETSENSE_STREET_GRAPH") or None)
 
 
+def resolve_fleet(conn, tenant: str, fleet: FleetConfig | str | None = None) -> tuple[str, FleetConfig]:
+    """(where it came from, the fleet): see the module docstring.  An unknown name is a :class:`FleetError`."""
+    if isinstance(fleet, FleetConfig):
+        return "given", fleet
+    if fleet is not None:
+        got = store.get_fleet(conn, tenant, fleet)
+        if got is None:
+            raise FleetError(f"tenant {tenant!r} has no fleet configuration named {fleet!r}")
+        return f"fleet_configs:{fleet}", got
+    got = store.get_fleet(conn, tenant, "default")
+    if got is not None:
+        return "fleet_configs:default", got
+    return "shipped default", DEFAULT_FLEET_CONFIG
+
+
 def make_plan(conn, tenant: str, day: Date, graph=None, params: PlanParams | None = None,
-              fleet: tuple[VehicleSpec, ...] = DEFAULT_FLEET) -> tuple[int, dict]:
+              fleet: FleetConfig | str | None = None) -> tuple[int, dict]:
+    """Plan ``day`` for ``tenant`` with its fleet (:func:`resolve_fleet`) and store it with its inputs."""
     g = graph or tenant_graph(tenant)
+    source, cfg = resolve_fleet(conn, tenant, fleet)
     p = params or PlanParams()
-    bins = store.load_bin_states(conn, tenant, day, g)
-    plan = plan_day(bins, day, g, fleet, p)
-    inputs = {"bins": [asdict(b) for b in bins], "params": asdict(p), "fleet": [asdict(v) for v in fleet],
+    p.timezone = cfg.timezone
+    specs = cfg.specs()
+    bins = store.load_bin_states(conn, tenant, day, g, tz=cfg.timezone)
+    plan = plan_day(bins, day, g, specs, p, sites=cfg.sites(g))
+    plan["fleet_source"] = source
+    inputs = {"bins": [asdict(b) for b in bins], "params": asdict(p), "fleet": [asdict(v) for v in specs],
+              "fleet_config": cfg.dump(), "fleet_source": source,
               "graph": g.name, "nodes": len(g.nodes), "edges": len(g.edges)}
     pid = store.save_plan(conn, tenant, day, inputs, plan)
     plan["plan_id"] = pid
@@ -58,9 +88,11 @@ def replan_stored(conn, plan_id: int, *, now: datetime | None = None, blocked_ed
     reps = store.reports(conn, chain)
     done = {r["asset_id"] for r in reps if r["status"] != "blocked"}
     blocked = set(blocked_edges) | {int(r["edge_id"]) for r in reps if r["status"] == "blocked" and r["edge_id"] is not None}
-    now = now or datetime.now(timezone.utc)
-    now_s = now.hour * 3600 + now.minute * 60 + now.second
     params = PlanParams(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in plan["params"].items()})
+    # the plan day's clock in the council's zone: "now" as seconds elapsed since its local midnight
+    clock = DayClock(Date.fromisoformat(str(row["plan_date"])), params.timezone)
+    now = now or datetime.now(timezone.utc)
+    now_s = clock.seconds(now)
     if time_limit_s is not None:
         params.time_limit_s = time_limit_s
     # keep what earlier re-plans already finished
@@ -69,7 +101,7 @@ def replan_stored(conn, plan_id: int, *, now: datetime | None = None, blocked_ed
     new["done"] = plan.get("done", []) + new.get("done", [])
     new["blocked"] = plan.get("blocked", []) + new.get("blocked", [])
     inputs = {"parent": pid, "completed": sorted(done), "blocked_edges": sorted(blocked), "broken": sorted(broken),
-              "now": now.isoformat()}
+              "now": now.isoformat(), "now_utc": clock.utc_iso(now_s), "now_local": clock.hhmm(now_s)}
     nid = store.save_plan(conn, row["tenant"], row["plan_date"], inputs, new, parent_id=pid, reason=reason)
     new["plan_id"] = nid
     return nid, new

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import json
 from datetime import date as Date, datetime, time as Time, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from routing.plan import BinState
 
-__all__ = ["load_bin_states", "save_plan", "get_plan", "latest_plan", "add_report", "reports", "supersede"]
+if TYPE_CHECKING:
+    from routing.fleet import FleetConfig
+
+__all__ = ["load_bin_states", "save_plan", "get_plan", "latest_plan", "add_report", "reports", "supersede",
+           "save_fleet", "get_fleet"]
 
 BINS = """SELECT a.asset_id, a.bin_kind, coalesce(a.capacity_l, 240) AS capacity_l, a.lat, a.lon, a.household,
        coalesce(a.street, '') AS street, a.schedule, d.id AS device_pk
@@ -49,8 +54,10 @@ def _rate(series: list[tuple[datetime, float]]) -> tuple[float | None, float | N
     return f_last, (max(0.0, rate) if rate is not None else None), t_last
 
 
-def load_bin_states(conn, tenant: str, day: Date, graph=None, lookback_days: int = 7) -> list[BinState]:
-    start = datetime.combine(day, Time(0), tzinfo=timezone.utc)
+def load_bin_states(conn, tenant: str, day: Date, graph=None, lookback_days: int = 7,
+                    tz: str = "UTC") -> list[BinState]:
+    """The bins of ``tenant`` as they stand at the start of ``day`` (local midnight in ``tz``)."""
+    start = datetime.combine(day, Time(0), tzinfo=ZoneInfo(tz)).astimezone(timezone.utc)
     rows = conn.execute(BINS, {"tenant": tenant}).fetchall()
     pks = [r["device_pk"] for r in rows if r["device_pk"] is not None]
     fills: dict[int, list] = {}
@@ -136,3 +143,22 @@ def reports(conn, plan_ids: list[int]) -> list[dict[str, Any]]:
 
 def supersede(conn, report_id: int, replan_id: int) -> None:
     conn.execute("UPDATE crew_reports SET replan_id = %s WHERE id = %s", (replan_id, report_id))
+
+
+def save_fleet(conn, tenant: str, name: str, cfg: "FleetConfig") -> None:
+    """Store (or replace) the tenant's fleet configuration ``name`` (validated before it gets here)."""
+    conn.execute(
+        "INSERT INTO fleet_configs (tenant, name, config) VALUES (%s, %s, %s::jsonb) "
+        "ON CONFLICT (tenant, name) DO UPDATE SET config = EXCLUDED.config, updated_at = now()",
+        (tenant, name, json.dumps(cfg.dump())))
+
+
+def get_fleet(conn, tenant: str, name: str) -> "FleetConfig | None":
+    """The tenant's fleet configuration ``name``, validated again (None if there is none)."""
+    from routing.fleet import validate_fleet
+
+    row = conn.execute("SELECT config FROM fleet_configs WHERE tenant = %s AND name = %s", (tenant, name)).fetchone()
+    if row is None:
+        return None
+    cfg = row["config"] if isinstance(row, dict) else row[0]
+    return validate_fleet(cfg, f"fleet_configs {tenant}/{name}")
