@@ -13,17 +13,19 @@ from datetime import date as Date, datetime
 from typing import Annotated, Literal
 
 import psycopg
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 
 from api.auth import Principal, require
 from routing import crew, store
+from routing.fleet import FleetError, validate_fleet
 from routing.plan import PlanParams
 from routing.service import make_plan, replan_stored, tenant_graph
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+FLEET_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ReportStatus = Literal["collected", "not_out", "blocked", "contaminated", "damaged"]
 
 
@@ -32,10 +34,14 @@ class PlanIn(BaseModel):
     date: Date
     time_limit_s: float = Field(default=20.0, gt=0, le=300)
     threshold: float = Field(default=0.8, gt=0, le=1.5)
+    fleet: str | None = Field(default=None, pattern=FLEET_NAME,
+                              description="a stored fleet configuration (PUT /routes/fleets/{tenant}/{name}); "
+                                          "default: the tenant's 'default', else the demo fleet")
 
 
 class ReplanIn(BaseModel):
-    now: datetime | None = None
+    now: datetime | None = Field(default=None, description="default: now; without an offset it is the council's "
+                                                          "local time")
     blocked_edges: list[int] = []
     broken: list[str] = Field(default=[], description="route ids of lorries out of service")
     time_limit_s: float = Field(default=10.0, gt=0, le=300)
@@ -72,7 +78,8 @@ def router(pool: ConnectionPool, graph=None, replan_time_limit_s: float = 5.0) -
         return row
 
     def summary(pid: int, plan: dict) -> dict:
-        return {"plan_id": pid, "date": str(plan.get("date")), "feasible": plan["feasible"], "totals": plan["totals"],
+        return {"plan_id": pid, "date": str(plan.get("date")), "timezone": plan.get("timezone"),
+                "feasible": plan["feasible"], "totals": plan["totals"],
                 "unserved": len(plan.get("unserved", [])),
                 "routes": [{k: x[k] for k in ("route_id", "vehicle_type", "stops", "trips", "km", "start", "end",
                                                "hours")} | {"crew_url": f"/crew/{pid}/{x['route_id']}"}
@@ -82,9 +89,34 @@ def router(pool: ConnectionPool, graph=None, replan_time_limit_s: float = 5.0) -
     def create_plan(c: Conn, _: Writer, body: PlanIn) -> dict:
         if c.execute("SELECT 1 FROM tenants WHERE id = %s", (body.tenant,)).fetchone() is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown tenant {body.tenant!r}")
-        pid, plan = make_plan(c, body.tenant, body.date, g(body.tenant),
-                              PlanParams(time_limit_s=body.time_limit_s, threshold=body.threshold))
+        try:
+            pid, plan = make_plan(c, body.tenant, body.date, g(body.tenant),
+                                  PlanParams(time_limit_s=body.time_limit_s, threshold=body.threshold),
+                                  fleet=body.fleet)
+        except FleetError as e:
+            raise HTTPException(422, str(e)) from None
         return summary(pid, plan)
+
+    @r.put("/routes/fleets/{tenant}/{name}", tags=["routes"])
+    def put_fleet(c: Conn, _: Writer, tenant: Annotated[str, Path(pattern=ID_PATTERN)],
+                  name: Annotated[str, Path(pattern=FLEET_NAME)], body: dict) -> dict:
+        """Store a fleet configuration (``routing/fleet.py``); every invalid field is named in the 422."""
+        if c.execute("SELECT 1 FROM tenants WHERE id = %s", (tenant,)).fetchone() is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown tenant {tenant!r}")
+        try:
+            cfg = validate_fleet(body, "request body")
+        except FleetError as e:
+            raise HTTPException(422, str(e)) from None
+        store.save_fleet(c, tenant, name, cfg)
+        return {"tenant": tenant, "name": name, "config": cfg.dump()}
+
+    @r.get("/routes/fleets/{tenant}/{name}", tags=["routes"])
+    def get_fleet(c: Conn, _: Reader, tenant: Annotated[str, Path(pattern=ID_PATTERN)],
+                  name: Annotated[str, Path(pattern=FLEET_NAME)]) -> dict:
+        cfg = store.get_fleet(c, tenant, name)
+        if cfg is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such fleet configuration")
+        return {"tenant": tenant, "name": name, "config": cfg.dump()}
 
     @r.get("/routes/plans/{plan_id}", tags=["routes"])
     def read_plan(c: Conn, _: Reader, plan_id: int) -> dict:

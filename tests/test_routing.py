@@ -101,8 +101,10 @@ def test_plan_model_reloads_windows_breaks(tiny):
     bins = _states(fl, fill=0.9, rate=0.05)
     for b in bins:                 # everything due today
         b.round_days, b.frequency_weeks = (0,), 1
-    fleet = (P.VehicleSpec("small", 1, 2_500, 400, shift_start_h=6.0, shift_end_h=14.0, break_after_h=1.0),
-             P.VehicleSpec("mini", 1, 1_000, 150, shift_start_h=6.0, shift_end_h=14.0, break_after_h=1.0))
+    fleet = (P.VehicleSpec("small", 1, 2_500, 400, shift_start_h=6.0, shift_end_h=14.0, break_after_h=1.0,
+                           break_basis="duty"),
+             P.VehicleSpec("mini", 1, 1_000, 150, shift_start_h=6.0, shift_end_h=14.0, break_after_h=1.0,
+                           break_basis="duty"))
     out = P.plan_day(bins, MONDAY, sc.graph, fleet, P.PlanParams(time_limit_s=2))
     assert out["feasible"] and not out["unserved"] and out["totals"]["stops"] == len(bins)
     assert out["totals"]["trips"] > 2                       # 60 bins x ~200 L need several trips to the tip
