@@ -371,10 +371,11 @@ _register_gateway()
 
 def _register_routing() -> None:
     from routing.bench import bench_collection_command, bench_routing_command
-    from routing.cli import routes_plan_command
+    from routing.cli import routes_fleet_command, routes_plan_command
 
     routes_app = typer.Typer(help="Collection planning and routes for waste crews.", no_args_is_help=True)
     routes_app.command("plan")(routes_plan_command)
+    routes_app.command("fleet")(routes_fleet_command)
     app.add_typer(routes_app, name="routes")
     bench_app.command("routing")(bench_routing_command)
     bench_app.command("collection")(bench_collection_command)
