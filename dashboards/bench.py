@@ -6,8 +6,9 @@ scratch database ``streetsense_bench_api`` that is dropped and recreated).
 Load: devices, assets (with wards), readings by binary COPY (``ingest.pgcopy``)
 in device-ordered chunks, batches, quarantine, alerts and deliveries; the
 rollups are computed with one ``INSERT … SELECT`` per table (and an
-``ingest_log`` row covering the range, so ``ss_refresh_rollups`` agrees);
-then ``ANALYZE``.
+``ingest_log`` row covering the range, so ``ss_refresh_rollups`` agrees), the
+panel rollups of migration 0011 by its ``ss_rebuild_panel_rollups``; then
+``ANALYZE``.
 
 Per-kind cadences (chosen so 10,000 x 30 days loads in a few minutes on 2 cores):
 
@@ -297,6 +298,15 @@ def _rollups(c: psycopg.Connection, start: dt.datetime, end: dt.datetime, readin
     c.commit()
 
 
+def _panel_rollups(c: psycopg.Connection, start: dt.datetime, end: dt.datetime) -> None:
+    """The panel rollups of migration 0011, recomputed for the whole range by the
+    migration's own function (what a backfill does), after readings_hourly and batches."""
+    c.execute("SET LOCAL work_mem = '256MB'")
+    c.execute("SELECT ss_rebuild_panel_rollups(%s, %s)", (start, end + dt.timedelta(hours=1)))
+    c.execute("UPDATE panel_rollup_state SET last_log_id = (SELECT last_log_id FROM rollup_state), refreshed_at = now()")
+    c.commit()
+
+
 def _scratch_db(url: str) -> str:
     """A fresh database ``streetsense_bench_api`` on the same server (dropped and recreated)."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -327,17 +337,21 @@ def load(url: str, devices: int, days: int, seed: int = 11) -> dict:
         side = _load_side_tables(c, devs, start, days, rng)
         t3 = time.perf_counter()
         _rollups(c, start, end, n)
+        t4a = time.perf_counter()
+        _panel_rollups(c, start, end)
         t4 = time.perf_counter()
         c.autocommit = True
         c.execute("VACUUM ANALYZE")
         t5 = time.perf_counter()
         hourly = c.execute("SELECT count(*) FROM readings_hourly").fetchone()[0]
         daily = c.execute("SELECT count(*) FROM readings_daily").fetchone()[0]
+        panel_rows = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                      for t in ("readings_hourly_by_ward", "ingest_lag_hourly", "road_bump_events")}
         size = c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-    out["rows"] = {"devices": len(devs), "readings": n, "readings_hourly": hourly, "readings_daily": daily, **side}
+    out["rows"] = {"devices": len(devs), "readings": n, "readings_hourly": hourly, "readings_daily": daily, **panel_rows, **side}
     out["load_s"] = {"registry": round(t1 - t0, 1), "readings_copy": round(t2 - t1, 1),
                      "readings_copy_rows_per_s": round(n / max(t2 - t1, 1e-9)),
-                     "side_tables": round(t3 - t2, 1), "rollups": round(t4 - t3, 1),
+                     "side_tables": round(t3 - t2, 1), "rollups": round(t4a - t3, 1), "panel_rollups": round(t4 - t4a, 1),
                      "vacuum_analyze": round(t5 - t4, 1), "total": round(t5 - t0, 1)}
     out["database_mb"] = round(size / 2**20)
     return out

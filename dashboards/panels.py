@@ -8,9 +8,16 @@ SQL conventions (Grafana PostgreSQL datasource):
   ``$__timeTo()`` (never ``now()``), so a dashboard looking at last week shows
   last week's state;
 * readings come from the rollups ``readings_hourly`` (tables on plain
-  PostgreSQL, continuous aggregates on TimescaleDB); only the road panels read
-  raw ``readings`` (bump events are five records sharing a time, positions are
-  not in the rollups) and only for the road devices' metrics;
+  PostgreSQL, continuous aggregates on TimescaleDB) and, where a panel would
+  otherwise scan every device's hours, from the panel rollups of migration
+  0011 (tables in both variants, recomputed by ``ss_refresh_panel_rollups()``
+  for the hours new batches touched): ``readings_hourly_by_ward`` (per tenant,
+  kind, ward, metric and hour), ``ingest_lag_hourly`` (batches per tenant,
+  kind, ward and hour of receipt) and ``road_bump_events`` (one row per bump
+  event); no panel reads raw ``readings``;
+* "latest in the range" panels read the last few hours of the range through
+  the (metric, bucket) index and look further back, device by device, only
+  for devices silent in those hours (:func:`latest_join`);
 * template variables: ``$tenant`` (single, quoted in the SQL), ``$ward``
   (multi, custom All value ``'__all'`` which also keeps devices without a
   ward), ``$kind`` (multi), and per dashboard ``$tz``, ``$noise_day``,
@@ -54,14 +61,46 @@ DEV_JOIN = "devices d LEFT JOIN assets a ON a.tenant = d.tenant AND a.asset_id =
 WARD = "('__all' IN ($ward) OR a.ward IN ($ward))"
 DEV_FILTER = f"d.tenant = '$tenant' AND d.kind IN ($kind) AND {WARD}"
 TO = "$__timeTo()::timestamptz"
+FROM_ = "$__timeFrom()::timestamptz"
+BY_WARD = "readings_hourly_by_ward"
 
 
-def hourly_series(metric: str, agg: str, kind: str | None = None, label: str = "d.kind") -> str:
-    kind_sql = f"d.kind = '{kind}'" if kind else "d.kind IN ($kind)"
-    return f"""SELECT $__timeGroupAlias(h.bucket, '1h'), {label} AS metric, {agg} AS value
-FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
-WHERE h.metric = {M[metric]} AND $__timeFilter(h.bucket)
-  AND d.tenant = '$tenant' AND {kind_sql} AND {WARD}
+def ward_of(alias: str) -> str:
+    """The ward filter on a rollup row's own ward column."""
+    return f"('__all' IN ($ward) OR {alias}.ward IN ($ward))"
+
+
+def latest_join(metric: str, value: str, alias: str, recent: str, lo: str = FROM_, hi: str = f"<= {TO}") -> str:
+    """Joins giving each device ``d`` its latest hourly row of ``metric`` with
+    ``bucket >= lo`` and ``bucket {hi}`` (by default the dashboard's range).
+
+    ``{alias}.v`` is ``value`` (an expression of ``h``) and ``{alias}.bucket``
+    its hour; both NULL when the device has no such row.  Rows of the last
+    ``recent`` before the end of the range come from one scan of the (metric,
+    bucket) index; only devices without a row there are looked up one by one,
+    further back (a one-time filter skips the lookup for all the others).
+
+    >>> sql = latest_join("fill", "h.sum / h.n", "f", "3 hours")
+    >>> "interval '3 hours'" in sql and sql.count("h.bucket >= $__timeFrom()::timestamptz") == 1
+    True
+    """
+    m = M[metric]
+    return f"""LEFT JOIN (SELECT DISTINCT ON (h.device_id) h.device_id, {value} AS v, h.bucket FROM readings_hourly h
+           WHERE h.metric = {m} AND h.bucket >= greatest({lo}, {TO} - interval '{recent}') AND h.bucket {hi}
+           ORDER BY h.device_id, h.bucket DESC) {alias}_r ON {alias}_r.device_id = d.id
+LEFT JOIN LATERAL (SELECT {value} AS v, h.bucket FROM readings_hourly h
+                   WHERE {alias}_r.device_id IS NULL AND h.device_id = d.id AND h.metric = {m}
+                     AND h.bucket >= {lo} AND h.bucket {hi}
+                   ORDER BY h.bucket DESC LIMIT 1) {alias}_o ON true
+CROSS JOIN LATERAL (SELECT coalesce({alias}_r.v, {alias}_o.v) AS v, coalesce({alias}_r.bucket, {alias}_o.bucket) AS bucket) {alias}"""
+
+
+def hourly_series(metric: str, agg: str) -> str:
+    """One series per device kind of ``agg`` over ``readings_hourly_by_ward`` rows ``w`` of ``metric``."""
+    return f"""SELECT $__timeGroupAlias(w.bucket, '1h'), w.kind AS metric, {agg} AS value
+FROM {BY_WARD} w
+WHERE w.metric = {M[metric]} AND $__timeFilter(w.bucket)
+  AND w.tenant = '$tenant' AND w.kind IN ($kind) AND {ward_of("w")}
 GROUP BY 1, 2 ORDER BY 1, 2"""
 
 
@@ -76,20 +115,23 @@ OPERATIONS = DashboardSpec("ss-operations", "StreetSense: operations overview",
 FROM {DEV_JOIN}
 WHERE d.status = 'active' AND {DEV_FILTER}""", ("online", "active"), w=6, h=5,
         description="Seen in the 2 h before the end of the range, or asleep with a wake time still to come."),
-    PanelSpec("Readings per second", "timeseries", """SELECT $__timeGroupAlias(h.bucket, '1h'), d.kind AS metric, sum(h.n) / 3600.0 AS value
-FROM readings_hourly h JOIN """ + DEV_JOIN + """ ON d.id = h.device_id
-WHERE $__timeFilter(h.bucket) AND """ + DEV_FILTER + """
-GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "reqps", w=18, h=5),
+    PanelSpec("Readings per second", "timeseries", f"""SELECT $__timeGroupAlias(w.bucket, '1h'), w.kind AS metric, sum(w.n) / 3600.0 AS value
+FROM {BY_WARD} w
+WHERE $__timeFilter(w.bucket) AND w.tenant = '$tenant' AND w.kind IN ($kind) AND {ward_of("w")}
+GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "reqps", w=18, h=5,
+        description="Readings by the hour of their timestamp, from the rollup readings_hourly_by_ward "
+                    "(recomputed at each rollup refresh, about once a minute)."),
     PanelSpec("Open alerts by kind", "bargauge", """SELECT kind, count(*) AS open
 FROM alerts a
 WHERE a.tenant = '$tenant' AND a.status IN ('open', 'acknowledged') AND """ + WARD + """
 GROUP BY kind ORDER BY open DESC, kind""", ("kind", "open"), w=8),
-    PanelSpec("Ingest lag (MQTT receipt to commit)", "timeseries", """SELECT $__timeGroupAlias(b.received_at, '1h'),
-  avg(extract(epoch FROM b.stored_at - b.received_at)) AS "mean lag",
-  max(extract(epoch FROM b.stored_at - b.received_at)) AS "max lag"
-FROM batches b JOIN """ + DEV_JOIN + """ ON d.id = b.device_id
-WHERE $__timeFilter(b.received_at) AND """ + DEV_FILTER + """
-GROUP BY 1 ORDER BY 1""", ("time", "mean lag", "max lag"), "time_series", "s", w=8),
+    PanelSpec("Ingest lag (MQTT receipt to commit)", "timeseries", f"""SELECT $__timeGroupAlias(l.bucket, '1h'),
+  sum(l.lag_sum) / sum(l.batches) AS "mean lag", max(l.lag_max) AS "max lag"
+FROM ingest_lag_hourly l
+WHERE $__timeFilter(l.bucket) AND l.tenant = '$tenant' AND l.kind IN ($kind) AND {ward_of("l")}
+GROUP BY 1 ORDER BY 1""", ("time", "mean lag", "max lag"), "time_series", "s", w=8,
+        description="Per batch, by the hour of its MQTT receipt, from the rollup ingest_lag_hourly "
+                    "(recomputed at each rollup refresh, about once a minute)."),
     PanelSpec("Quarantined messages", "timeseries", """SELECT $__timeGroupAlias(q.received_at, '1h'), q.reason_code AS metric, count(*) AS value
 FROM quarantine q
 WHERE $__timeFilter(q.received_at) AND (q.tenant = '$tenant' OR q.tenant IS NULL)
@@ -107,24 +149,22 @@ BIN_FILTER = f"d.tenant = '$tenant' AND d.kind = 'bin_fill' AND {WARD}"
 BINS = DashboardSpec("ss-bins", "StreetSense: bins",
     "Fill levels, forecasts and missed collections.", ("tenant", "ward"), (
     PanelSpec("Fill level", "geomap", f"""SELECT d.device_id, a.asset_id, a.bin_kind, a.ward,
-  d.lat AS latitude, d.lon AS longitude, round(f.fill::numeric * 100, 1) AS fill_pct, f.bucket AS at
+  d.lat AS latitude, d.lon AS longitude, round(f.v::numeric * 100, 1) AS fill_pct, f.bucket AS at
 FROM {DEV_JOIN}
-CROSS JOIN LATERAL (SELECT h.avg AS fill, h.bucket FROM readings_hourly h
-                    WHERE h.device_id = d.id AND h.metric = {M['fill']} AND $__timeFilter(h.bucket)
-                    ORDER BY h.bucket DESC LIMIT 1) f
-WHERE {BIN_FILTER} AND d.lat IS NOT NULL""",
+{latest_join("fill", "h.sum / h.n", "f", "2 hours")}
+WHERE {BIN_FILTER} AND d.lat IS NOT NULL AND f.bucket IS NOT NULL""",
         ("device_id", "asset_id", "bin_kind", "ward", "latitude", "longitude", "fill_pct", "at"), w=14, h=14,
         unit="percent", description="Latest hourly mean fill per bin in the range."),
     PanelSpec("Time to full (fastest first)", "table", f"""SELECT d.device_id, a.asset_id, a.ward, round(s.fill::numeric * 100, 1) AS fill_pct,
   round((s.rate * 100)::numeric, 2) AS pct_per_hour,
   round(((1 - s.fill) / s.rate)::numeric, 1) AS hours_to_full
 FROM {DEV_JOIN}
-CROSS JOIN LATERAL (
-  SELECT regr_slope(h.avg, extract(epoch FROM h.bucket) / 3600) AS rate,
-         (array_agg(h.avg ORDER BY h.bucket DESC))[1] AS fill
-  FROM readings_hourly h
-  WHERE h.device_id = d.id AND h.metric = {M['fill']}
-    AND h.bucket >= {TO} - interval '12 hours' AND h.bucket < {TO}) s
+JOIN (SELECT h.device_id, regr_slope(h.sum / h.n, date_part('epoch', h.bucket) / 3600) AS rate
+      FROM readings_hourly h
+      WHERE h.metric = {M['fill']} AND h.bucket >= {TO} - interval '12 hours' AND h.bucket < {TO}
+      GROUP BY h.device_id) r ON r.device_id = d.id
+{latest_join("fill", "h.sum / h.n", "f", "2 hours", f"{TO} - interval '12 hours'", f"< {TO}")}
+CROSS JOIN LATERAL (SELECT r.rate, f.v AS fill) s
 WHERE {BIN_FILTER} AND s.rate > 0 AND s.fill < 1
 ORDER BY hours_to_full LIMIT 50""",
         ("device_id", "asset_id", "ward", "fill_pct", "pct_per_hour", "hours_to_full"), w=10, h=14,
@@ -137,10 +177,14 @@ GROUP BY 1 ORDER BY 1""", ("time", "missed collections"), "time_series", w=12),
 FROM alerts a
 WHERE a.tenant = '$tenant' AND a.kind = 'missed_collection' AND $__timeFilter(a.window_start) AND {WARD}
 ORDER BY a.window_start DESC LIMIT 200""", ("asset_id", "ward", "window_start", "status", "severity", "summary"), w=12),
-    PanelSpec("Mean fill by ward", "barchart", f"""SELECT coalesce(a.ward, '(none)') AS ward, round(avg(h.avg)::numeric * 100, 1) AS fill_pct
-FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
-WHERE h.metric = {M['fill']} AND h.bucket >= {TO} - interval '1 day' AND h.bucket < {TO} AND {BIN_FILTER}
-GROUP BY 1 ORDER BY 1""", ("ward", "fill_pct"), unit="percent", w=24),
+    PanelSpec("Mean fill by ward", "barchart", f"""SELECT coalesce(w.ward, '(none)') AS ward,
+  round((sum(w.sum_avg) / sum(w.devices))::numeric * 100, 1) AS fill_pct
+FROM {BY_WARD} w
+WHERE w.metric = {M['fill']} AND w.bucket >= {TO} - interval '1 day' AND w.bucket < {TO}
+  AND w.tenant = '$tenant' AND w.kind = 'bin_fill' AND {ward_of("w")}
+GROUP BY 1 ORDER BY 1""", ("ward", "fill_pct"), unit="percent", w=24,
+        description="Mean of the bins' hourly means over the day before the end of the range "
+                    "(rollup readings_hourly_by_ward)."),
 ))
 
 # --------------------------------------------------------------------------- air quality
@@ -166,24 +210,26 @@ LATERAL (SELECT 1 + greatest(coalesce(width_bucket(round(pm25_24h)::float8, {DAQ
 ORDER BY daqi DESC, site""",
         ("site", "ward", "latitude", "longitude", "pm25_24h", "pm10_24h", "daqi", "band"), w=24),
     PanelSpec("PM2.5 and PM10 (hourly means)", "timeseries", f"""SELECT $__timeGroupAlias(h.bucket, '1h'), d.device_id || ' ' || m.name AS metric,
-  sum(h.sum) / sum(h.n) AS value
+  h.sum / h.n AS value
 FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id JOIN metrics m ON m.id = h.metric
 WHERE h.metric IN ({M['pm25']}, {M['pm10']}) AND $__timeFilter(h.bucket) AND {AIR_FILTER}
-GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12),
+ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
+        description="One series per site and pollutant (readings_hourly has one row per site, pollutant and hour)."),
     PanelSpec("PM2.5 corrected for humidity", "timeseries", f"""SELECT $__timeGroupAlias(p.bucket, '1h'), d.device_id AS metric,
-  avg(p.avg / (1 + (0.4 / 1.65) / (100.0 / least(greatest(r.avg, 1.0), 95.0) - 1))) AS value
+  (p.sum / p.n) / (1 + (0.4 / 1.65) / (100.0 / least(greatest(r.sum / r.n, 1.0), 95.0) - 1)) AS value
 FROM readings_hourly p
 JOIN readings_hourly r ON r.device_id = p.device_id AND r.bucket = p.bucket AND r.metric = {M['rh']}
 JOIN {DEV_JOIN} ON d.id = p.device_id
-WHERE p.metric = {M['pm25']} AND $__timeFilter(p.bucket) AND {AIR_FILTER}
-GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
+WHERE p.metric = {M['pm25']} AND $__timeFilter(p.bucket) AND $__timeFilter(r.bucket) AND {AIR_FILTER}
+ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
         description="κ-Köhler growth correction (Crilley et al. 2018), κ = 0.4, RH capped at 95 %."),
 ))
 
 # --------------------------------------------------------------------------- noise
 
 NOISE_FILTER = f"d.tenant = '$tenant' AND d.kind = 'noise' AND {WARD}"
-NIGHT = "(extract(hour FROM h.bucket AT TIME ZONE '$tz') >= 23 OR extract(hour FROM h.bucket AT TIME ZONE '$tz') < 7)"
+NIGHT = "(date_part('hour', h.bucket AT TIME ZONE '$tz') >= 23 OR date_part('hour', h.bucket AT TIME ZONE '$tz') < 7)"
+HMEAN = "(h.sum / h.n)"   # the hourly mean (avg), from the columns the (metric, bucket) index covers
 LIMIT = f"CASE WHEN {NIGHT} THEN $noise_night ELSE $noise_day END"
 NOISE = DashboardSpec("ss-noise", "StreetSense: noise",
     "A-weighted equivalent levels by hour of week, and hours over the limits.",
@@ -191,22 +237,22 @@ NOISE = DashboardSpec("ss-noise", "StreetSense: noise",
     PanelSpec("LAeq by hour of week", "barchart", f"""SELECT (extract(isodow FROM h.bucket AT TIME ZONE '$tz')::int - 1) * 24
          + extract(hour FROM h.bucket AT TIME ZONE '$tz')::int AS hour_of_week,
   to_char(h.bucket AT TIME ZONE '$tz', 'Dy HH24') AS slot,
-  round((10 * log(avg(power(10, h.avg / 10))))::numeric, 1) AS laeq_db
+  round((10 * log(avg(power(10, {HMEAN} / 10))))::numeric, 1) AS laeq_db
 FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
 WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
 GROUP BY 1, 2 ORDER BY 1""", ("hour_of_week", "slot", "laeq_db"), unit="dB", w=24,
         description="Energy mean over sites and weeks of the hourly means (an hourly mean is the arithmetic "
                     "mean of the interval LAeq values, which the rollups keep)."),
     PanelSpec("Hours over the limit by site", "table", f"""SELECT d.device_id AS site, a.ward,
-  count(*) FILTER (WHERE h.avg > {LIMIT}) AS exceedance_hours,
-  count(*) FILTER (WHERE h.avg > {LIMIT} AND {NIGHT}) AS night_exceedance_hours,
-  count(*) AS hours, round(max(h.avg)::numeric, 1) AS loudest_hour_db
+  count(*) FILTER (WHERE {HMEAN} > {LIMIT}) AS exceedance_hours,
+  count(*) FILTER (WHERE {HMEAN} > {LIMIT} AND {NIGHT}) AS night_exceedance_hours,
+  count(*) AS hours, round(max({HMEAN})::numeric, 1) AS loudest_hour_db
 FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
 WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
 GROUP BY 1, 2 ORDER BY exceedance_hours DESC, site""",
         ("site", "ward", "exceedance_hours", "night_exceedance_hours", "hours", "loudest_hour_db"), w=12),
     PanelSpec("Exceedances per day", "timeseries", f"""SELECT $__timeGroupAlias(h.bucket, '1d'), d.device_id AS metric,
-  count(*) FILTER (WHERE h.avg > {LIMIT}) AS value
+  count(*) FILTER (WHERE {HMEAN} > {LIMIT}) AS value
 FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
 WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
 GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=12),
@@ -214,24 +260,18 @@ GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=12
 
 # --------------------------------------------------------------------------- roads
 
-# Bump events (five records sharing a time) gathered on a ~28 m grid; feature-like
+# Bump events (five records sharing a time, one row each in the rollup
+# road_bump_events) gathered on a ~28 m grid; feature-like
 # events only (span >= 0.7 s, as stream_models.roads); a cell is confirmed when hit
 # at least 3 times by 2 vehicles or on 2 days, and 4x the mean hits of the
 # non-empty cells (the background of rough surfaces; cf. the model's hot-spot test).  The class is a SQL heuristic from
 # the calibration medians (simulators/models/road.py SHAPES): humps are slow and
 # long, castings short and consistent, potholes the rest.  The model's own
 # confirmed defects are the pothole alerts (table below).
-ROAD_EVENTS = f"""WITH ev AS (
-  SELECT r.device_id, r.time,
-    max(r.value) FILTER (WHERE r.metric = {M['bump_g']}) AS peak,
-    max(r.value) FILTER (WHERE r.metric = {M['bump_dur']}) AS span,
-    max(r.value) FILTER (WHERE r.metric = {M['speed']}) AS speed,
-    max(r.value) FILTER (WHERE r.metric = {M['lat']}) AS lat,
-    max(r.value) FILTER (WHERE r.metric = {M['lon']}) AS lon
-  FROM readings r JOIN devices d ON d.id = r.device_id
-  WHERE d.tenant = '$tenant' AND d.kind = 'road' AND r.metric BETWEEN {M['bump_g']} AND {M['lon']}
-    AND $__timeFilter(r.time)
-  GROUP BY 1, 2),
+ROAD_EVENTS = """WITH ev AS (
+  SELECT e.device_id, e.time, e.peak, e.span, e.speed, e.lat, e.lon
+  FROM road_bump_events e
+  WHERE e.tenant = '$tenant' AND $__timeFilter(e.time)),
 cells AS (
   SELECT floor(lat / 0.00025) AS cy, floor(lon / 0.0004) AS cx, count(*) AS hits,
     count(DISTINCT device_id) AS vehicles, count(DISTINCT date_trunc('day', time, 'UTC')) AS days,
@@ -272,9 +312,9 @@ ORDER BY a.window_start DESC LIMIT 500""",
 FLEET = DashboardSpec("ss-fleet", "StreetSense: fleet health",
     "Batteries, radio, wake schedule, firmware and buffering.", ("tenant", "ward", "kind"), (
     PanelSpec("Lowest battery per kind (hourly minimum)", "timeseries",
-              hourly_series("bat_v", "min(h.min)"), ("time", "metric", "value"), "time_series", "volt"),
+              hourly_series("bat_v", "min(w.min)"), ("time", "metric", "value"), "time_series", "volt"),
     PanelSpec("RSSI per kind (hourly mean)", "timeseries",
-              hourly_series("rssi", "sum(h.sum) / sum(h.n)"), ("time", "metric", "value"), "time_series", "dBm"),
+              hourly_series("rssi", "sum(w.sum) / sum(w.n)"), ("time", "metric", "value"), "time_series", "dBm"),
     PanelSpec("Late: last seen before the expected wake", "table", f"""SELECT d.device_id, d.kind, a.ward, d.state, d.firmware, d.last_seen, d.next_wake,
   round((extract(epoch FROM {TO} - d.next_wake) / 60)::numeric) AS minutes_late
 FROM {DEV_JOIN}
@@ -288,13 +328,11 @@ FROM {DEV_JOIN}
 WHERE d.status = 'active' AND {DEV_FILTER}
 GROUP BY 1 ORDER BY devices DESC""", ("firmware", "devices"), w=8),
     PanelSpec("Buffered readings (sum of hourly maxima)", "timeseries",
-              hourly_series("buffered", "sum(h.max)"), ("time", "metric", "value"), "time_series", w=16),
+              hourly_series("buffered", "sum(w.sum_max)"), ("time", "metric", "value"), "time_series", w=16),
     PanelSpec("Lowest batteries now", "table", f"""SELECT d.device_id, d.kind, a.ward, round(b.v::numeric, 3) AS bat_v, b.bucket AS at
 FROM {DEV_JOIN}
-CROSS JOIN LATERAL (SELECT h.min AS v, h.bucket FROM readings_hourly h
-                    WHERE h.device_id = d.id AND h.metric = {M['bat_v']} AND $__timeFilter(h.bucket)
-                    ORDER BY h.bucket DESC LIMIT 1) b
-WHERE d.status = 'active' AND {DEV_FILTER}
+{latest_join("bat_v", "h.min", "b", "7 hours")}
+WHERE d.status = 'active' AND {DEV_FILTER} AND b.bucket IS NOT NULL
 ORDER BY bat_v LIMIT 25""", ("device_id", "kind", "ward", "bat_v", "at"), w=24),
 ))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import psycopg
@@ -68,9 +69,11 @@ def test_json_round_trips_through_the_sdk_model(spec):
 def test_every_dashboard_asked_for_exists_and_reads_the_rollups():
     titles = {s.uid: [p.title for p in s.panels] for s in P.ALL}
     assert set(titles) == {"ss-operations", "ss-bins", "ss-air", "ss-noise", "ss-roads", "ss-fleet", "ss-alerts"}
-    raw = [(s.uid, p.title) for s in P.ALL for p in s.panels if "FROM readings r" in p.sql]
-    assert {u for u, _ in raw} == {"ss-roads"}            # only bump events (positions) read raw readings
-    assert sum("readings_hourly" in p.sql for s in P.ALL for p in s.panels) >= 15
+    raw = [(s.uid, p.title) for s in P.ALL for p in s.panels if re.search(r"\breadings\b(?!_)", p.sql)]
+    assert raw == []                                       # no panel scans raw readings
+    assert sum("readings_hourly" in p.sql for s in P.ALL for p in s.panels) >= 15   # or readings_hourly_by_ward
+    assert {p.title for s in P.ALL for p in s.panels if "road_bump_events" in p.sql} == {
+        "Confirmed defects", "Castings vs potholes"}
 
 
 # --------------------------------------------------------------------------- macro expander
