@@ -18,6 +18,9 @@ Layout (one concept per module):
 | ``bench.py`` | ``bench_routing`` (PyVRP vs OR-Tools on X, gaps to BKS) and ``bench_collection`` |
 | ``travel.py`` | travel-time / distance matrices from the town's ``StreetGraph`` (haversine fallback) |
 | ``plan.py`` | pure core: stop selection with reasons, the PyVRP model, solving, re-planning |
+| ``clock.py`` | the plan day's time axis: elapsed (UTC) seconds from local midnight in the council's zone |
+| ``schedule.py`` | a route's timeline from the solver's order; the crew break placed by the drivers'-hours rule |
+| ``fleet.py`` | the tenant's fleet configuration (YAML / ``fleet_configs``): vehicle types, shifts, breaks, sites, zone |
 | ``town.py`` | a simulator fleet as planning input (tests, benches) |
 | ``store.py`` | plans with their inputs in PostgreSQL (``ingest/schema/0007_routing.sql``), crew reports |
 | ``service.py`` | plan / re-plan against the database (shared by CLI and API) |
@@ -26,11 +29,14 @@ Layout (one concept per module):
 
 Commands (mounted by the lead)::
 
-    streetsense routes plan --date 2026-03-02 --tenant demo-town --json      # routing.cli.routes_plan_command
+    streetsense routes plan --date 2026-03-02 --tenant demo-town [--fleet fleet.yaml] --json
+                                                                             # routing.cli.routes_plan_command
+    streetsense routes fleet --tenant demo-town --file fleet.yaml [--name default]   # routes_fleet_command
     streetsense bench routing --data ../shared/datasets/cvrplib_x --time-limit 60 --json [--instances 6]
                                                                              # routing.bench.bench_routing_command
     streetsense bench collection --scenario town.yaml --days 28 --json      # routing.bench.bench_collection_command
     python -c "from routing.bench import bench_plan_day; bench_plan_day(2000)"   # 2,000-bin planning time
 
-``api/routes.py`` is the HTTP router (plans, re-planning, crew pages and reports).
+``api/routes.py`` is the HTTP router (plans, fleets, re-planning, crew pages and reports); crew
+reports go back into the models through ``alerts.runner``.  See ``docs/routing.md``.
 """

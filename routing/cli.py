@@ -84,6 +84,10 @@ def routes_fleet_command(
 
     from routing import store
 
+    import re
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
+        raise typer.BadParameter("use lower-case letters, digits, '-' and '_' (at most 64)", param_hint="--name")
     cfg = _fleet_file(file)
     if not check:
         with psycopg.connect(_db_url(database_url), row_factory=dict_row, autocommit=True) as conn:

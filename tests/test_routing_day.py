@@ -309,3 +309,12 @@ def test_api_fleet_config_plan_and_blocked_street_replan(api):  # noqa: F811
     e = g.edges[edge]
     ends = [Point(g.nodes[e.u].lat, g.nodes[e.u].lon, node=e.u), Point(g.nodes[e.v].lat, g.nodes[e.v].lon, node=e.v)]
     assert matrices(g, ends, {edge}).duration_s[0, 1] > matrices(g, ends).duration_s[0, 1]
+
+
+def test_the_documented_fleet_example_validates():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "routing.md").read_text()
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = parse_fleet(block, "docs/routing.md")
+    assert cfg.specs()[0] == P.DEFAULT_FLEET[0] and cfg.tip.node == 63
