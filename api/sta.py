@@ -180,8 +180,10 @@ def router(pool: ConnectionPool) -> APIRouter:
                 "result": round(row["result"], 3), "parameters": {"n": row["n"], "aggregation": "hourly mean"},
                 "Datastream@iot.navigationLink": f"{b}/Datastreams('{row['ds_id']}')"}
 
+    # pk/metric_id are readings_hourly's key columns: the default order of the unfiltered
+    # collection walks its primary key (ordering on the computed ds_id sorted every row).
     obs_sql = f"""SELECT ds.id || '.' || extract(epoch FROM h.bucket)::bigint AS id, ds.id AS ds_id, h.bucket,
-                         h.avg AS result, h.n
+                         h.avg AS result, h.n, h.device_id AS pk, h.metric AS metric_id
                   FROM ({ENTITY_SQL['Datastreams'][0]}) ds
                   JOIN readings_hourly h ON h.device_id = ds.pk AND h.metric = ds.metric_id"""
 
@@ -233,7 +235,7 @@ def router(pool: ConnectionPool) -> APIRouter:
     def observations(request: Request, c: Conn, top: Top = 100, skip: Skip = 0, filt: Filter = None,
                      orderby: OrderBy = None, count: Count = False) -> dict:
         b = base(request)
-        return page(request, c, obs_sql, [], "Observations", filt, orderby, "ds_id, bucket", top, skip, count,
+        return page(request, c, obs_sql, [], "Observations", filt, orderby, "pk, metric_id, bucket", top, skip, count,
                     lambda row: observation(b, row))
 
     @r.get("/Datastreams('{ident}')/Observations")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 
 import httpx
@@ -119,6 +120,25 @@ def test_paging_links_filter_and_orderby(town):
         assert httpx.get(town["base"] + "/sta/v1.1/Things", params={"$filter": bad}).status_code == 400
     loc = get(town, "/sta/v1.1/Locations", **{"$top": 1}).json()["value"][0]
     assert loc["location"]["type"] == "Point" and loc["encodingType"] == "application/geo+json"
+
+
+def test_unfiltered_observations_page_through_every_row_once_in_datastream_order(town):
+    """The default order walks readings_hourly's key (device, metric, hour): every page is a
+    slice of one total order, so following nextLink yields each observation exactly once."""
+    page = get(town, "/sta/v1.1/Observations", **{"$top": 500, "$count": "true"}).json()
+    total, seen = page["@iot.count"], []
+    while True:
+        seen += [o["@iot.id"] for o in page["value"]]
+        if "@iot.nextLink" not in page:
+            break
+        page = httpx.get(page["@iot.nextLink"], timeout=30).json()
+    assert total > 500 and len(seen) == len(set(seen)) == total
+    ds = [i.rsplit(".", 1) for i in seen]
+    runs = [k for k, _ in itertools.groupby(d for d, _ in ds)]
+    assert len(runs) == len(set(runs)) > 1                   # one datastream after another
+    for _, grp in itertools.groupby(ds, key=lambda x: x[0]):
+        times = [int(t) for _, t in grp]
+        assert times == sorted(times)                         # hours ascending within each
 
 
 def test_downloads_and_ngsi_ld(town):
