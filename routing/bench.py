@@ -179,7 +179,8 @@ def bench_collection(scenario: str | None = None, days: int = 28, json_out: bool
         est = plan_rate.copy()
         obs_prev = np.clip(fill + rng.normal(0, 0.02, n), 0, 1.5)
         tot = {"lifts": 0, "household_lifts": 0, "street_lifts": 0, "km": 0.0, "lorry_hours": 0.0, "lorry_trips": 0,
-               "overflow_bin_days": 0, "overflow_bin_days_street": 0, "bins_overflowed": 0, "unserved": 0, "mean_fill_at_lift": 0.0, "solve_s": 0.0}
+               "overflow_bin_days": 0, "overflow_bin_days_street": 0, "bins_overflowed": 0, "unserved": 0, "violations": 0,
+               "mean_fill_at_lift": 0.0, "solve_s": 0.0}
         ever = np.zeros(n, dtype=bool)
         fills_at_lift = []
         for k in range(days):
@@ -205,6 +206,7 @@ def bench_collection(scenario: str | None = None, days: int = 28, json_out: bool
                 tot["lorry_hours"] += plan["totals"]["lorry_hours"]
                 tot["lorry_trips"] += plan["totals"]["trips"]
                 tot["unserved"] += len(plan["unserved"])
+                tot["violations"] += plan["totals"].get("violations", 0)
                 tot["solve_s"] += plan["timings_s"]["total"]
             # the day passes: fill grows until the slot, lifts empty, then the rest of the day
             dowf = np.where(hh, bm.hh_dow[dow], bm.st_dow[dow])

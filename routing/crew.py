@@ -191,8 +191,10 @@ def crew_page(graph, plan_id: int, route: dict, reports_url: str, base: str) -> 
     data = {"plan_id": plan_id, "route_id": route["route_id"], "stops": stops, "statuses": list(STATUSES),
             "reports_url": reports_url}
     title = html.escape(f"{route['route_id']} \u00b7 plan {plan_id}")
+    brk = next((e for e in route["events"] if e["type"] == "break"), None)
     sub = html.escape(f"{route['stops']} stops, {route['trips']} trip(s) to the tip, {route['km']} km, "
-                      f"{route['start']}\u2013{route['end']}")
+                      f"{route['start']}\u2013{route['end']}"
+                      + (f", break {brk['eta']} ({brk['minutes']:g} min)" if brk else ""))
     js = json.dumps(data).replace("</", "<\\/")
     return (PAGE.replace("__TITLE__", title).replace("__SUB__", sub).replace("__BASE__", html.escape(base))
             .replace("__SVG__", route_svg(graph, route)).replace("__DATA__", js))

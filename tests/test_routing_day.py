@@ -15,7 +15,7 @@ import pytest
 import typer
 from psycopg.rows import dict_row
 
-from routing import plan as P
+from routing import crew, plan as P
 from routing.clock import DayClock
 from routing.fleet import DEFAULT_FLEET_CONFIG, FleetError, load_fleet, parse_fleet
 from routing.schedule import BreakRule, Visit, place_break, timeline
@@ -184,6 +184,8 @@ def test_breaks_in_a_solved_plan_are_legal_and_the_shift_end_holds(tiny):
         assert all(e["eta_s"] >= brk[0]["eta_s"] + 45 * 60 for e in after)
         assert r["end_s"] <= clock.at_local_h(14.5) or any(v["type"] == "shift_end" for v in r["violations"])
         assert r["feasible"] == (not r["violations"])
+        page = crew.crew_page(sc.graph, 1, r, "/r", "/b")       # the crew's run sheet says when the break is
+        assert f"break {brk[0]['eta']} (45 min)" in page
     assert out["totals"]["violations"] == sum(len(r["violations"]) for r in out["routes"])
 
 
