@@ -424,6 +424,12 @@ class GatewayService:
         if self.local is None and now >= self._local_retry_at:
             self._connect_local()
         self._poll_central_connect(now)
+        # paho's publish() writes straight to the socket and, on a write error
+        # (link cut mid-publish), closes it itself: such a client has no socket
+        # left to select on, so nothing else would ever notice it is gone.
+        for c in (self.local, self.central):
+            if c is not None and c.socket() is None:
+                self._lost(c)
         if self._open_after_subscribe:
             self._open_after_subscribe = False
             self._check_bounds(now, force=True)      # opens the device listener unless the queue is full

