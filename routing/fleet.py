@@ -33,7 +33,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import lru_cache
+from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -49,6 +50,11 @@ Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 
 class FleetError(ValueError):
     """A fleet configuration that does not validate; the message lists every problem."""
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 def _hours(v: Any) -> float:
@@ -113,7 +119,7 @@ class VehicleType(BaseModel):
 
 class SiteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = ""
+    name: str = Field(default="", max_length=200)
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     node: int | None = Field(default=None, ge=0)
@@ -142,15 +148,14 @@ class FleetConfig(BaseModel):
     timezone: str = "Europe/London"
     depot: SiteConfig | None = None
     tip: SiteConfig | None = None
-    vehicles: list[VehicleType] = Field(min_length=1)
+    vehicles: list[VehicleType] = Field(min_length=1, max_length=50)
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/London)") from None
+        if v not in _zones():
+            raise ValueError(f"unknown time zone {v[:64]!r} (use an IANA name such as Europe/London)")
+        ZoneInfo(v)
         return v
 
     @field_validator("vehicles")
@@ -160,6 +165,8 @@ class FleetConfig(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"vehicle type names must be unique: {', '.join(dup)}")
+        if sum(x.count for x in v) > 500:
+            raise ValueError("at most 500 vehicles in a fleet")
         return v
 
     def specs(self) -> tuple[VehicleSpec, ...]:
