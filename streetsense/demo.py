@@ -37,6 +37,22 @@ def _counts(url: str) -> dict[str, int]:
     return {"stored": int(row[0]), "quarantined": int(row[1]), "reporting": int(row[2]), "devices": int(row[3])}
 
 
+def _demo_admin_token(database_url: str, data_dir: Path, tenant: str) -> Path:
+    """A fresh admin token for the demo's council in ``<data_dir>/secrets/demo-admin.token`` (0600).
+
+    Earlier demo tokens are revoked, so only the newest file works."""
+    from streetsense import tokens
+
+    path = data_dir / "secrets" / "demo-admin.token"
+    with psycopg.connect(database_url, autocommit=True) as c:
+        for old in tokens.list_tokens(c, tenant):
+            if old["name"] == "demo-admin":
+                tokens.revoke(c, old["key_id"], "demo")
+        token, _ = tokens.create(c, name="demo-admin", role="admin", tenant=tenant, actor="demo")
+    tokens.write_secret(path, token + "\n")
+    return path.resolve()
+
+
 def run_demo(settings: Settings, *, bins: int = 200, speed: float = 600.0, port: int = 0, duration: float = 0.0,
              data_dir: Path = Path("var"), days: float = 2.0, seed: int = 42) -> int:
     import uvicorn
@@ -62,6 +78,8 @@ def run_demo(settings: Settings, *, bins: int = 200, speed: float = 600.0, port:
         fleet = build_fleet(scenario, counts, seed=seed)
         with psycopg.connect(svc.database_url) as c:
             register_fleet(c, fleet)
+        # the API is never open: the demo's admin token goes to a 0600 file, shown nowhere else
+        token_file = _demo_admin_token(svc.database_url, data_dir, scenario.tenant)
 
         worker = IngestWorker(IngestConfig(svc.database_url, svc.mqtt_url, client_id="demo-ingest-0",
                                            shared=svc.shared_subscriptions,
@@ -108,6 +126,7 @@ def run_demo(settings: Settings, *, bins: int = 200, speed: float = 600.0, port:
         api_url = f"http://{settings.api_host}:{api_port}"
         console.print(f"[bold]StreetSense demo[/bold]  API {api_url}  (docs {api_url}/docs)")
         console.print(f"database {redact_url(svc.database_url)}  broker {svc.mqtt_url}  data {data_dir.resolve()}")
+        console.print(f"admin token (Authorization: Bearer …) in {token_file}; open data needs none")
         console.print(f"fleet: {fleet.count_by_kind()} in {scenario.tenant}; replaying {days} days at {speed:g}x. "
                       "Ctrl-C stops.")
         t0 = time.monotonic()

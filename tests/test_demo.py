@@ -19,3 +19,9 @@ def test_demo_runs_end_to_end_and_stops_cleanly(tmp_path):
     stored, reporting = int(m.group(1).replace(",", "")), int(m.group(3))
     assert stored > 500 and reporting > 10
     assert "API http://127.0.0.1:" in proc.stdout
+    # the API is not open: an admin token in a 0600 file, whose content is printed nowhere
+    token_file = tmp_path / "var" / "secrets" / "demo-admin.token"
+    assert f"admin token (Authorization: Bearer …) in {token_file}" in proc.stdout.replace("\n", "")
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert token.startswith("ss_") and token not in proc.stdout and token not in proc.stderr
