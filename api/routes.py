@@ -172,8 +172,10 @@ def router(pool: ConnectionPool, graph=None, replan_time_limit_s: float = 5.0) -
         response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         out = {"report": rep, "created": created}
         if created and body.status == "blocked" and body.edge_id is not None:
-            nid, _plan = replan_stored(c, plan_id, blocked_edges={body.edge_id}, graph=g(row["tenant"]),
-                                       reason="blocked_street", time_limit_s=replan_time_limit_s)
+            # the rest of the day from when the crew found the street blocked (their phone's time)
+            nid, _plan = replan_stored(c, plan_id, now=body.reported_at, blocked_edges={body.edge_id},
+                                       graph=g(row["tenant"]), reason="blocked_street",
+                                       time_limit_s=replan_time_limit_s)
             store.supersede(c, rep["id"], nid)
             out["replan_id"] = nid
         return out
