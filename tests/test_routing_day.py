@@ -303,7 +303,10 @@ def test_api_fleet_config_plan_and_blocked_street_replan(api):  # noqa: F811
         assert b.status_code == 201, b.text
         new = h.get(f"/routes/plans/{b.json()['replan_id']}").json()
     assert new["reason"] == "blocked_street" and edge in new["plan"]["closed_edges"]
+    assert new["plan"]["replanned_at"] == "09:00"                  # from the crew's report time (GMT in March)
+    assert all(x["start"] == "09:00" for x in new["plan"]["routes"])
     left = {e["asset_id"] for x in new["plan"]["routes"] for e in _stops(x)}
+    assert left                                                    # the rest of the day is still served
     assert on_edge and not (left & on_edge) and on_edge <= {x["asset_id"] for x in new["plan"]["blocked"]}
     assert all(e["edge_id"] != edge for x in new["plan"]["routes"] for e in _stops(x))
     # the street is closed in the travel times the re-plan used: a path across it now costs more
