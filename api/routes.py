@@ -129,9 +129,12 @@ def router(pool: ConnectionPool, graph=None, replan_time_limit_s: float = 5.0) -
         row = plan_row(c, plan_id)
         reason = "breakdown" if body.broken else ("blocked_street" if body.blocked_edges else "manual")
         parent = store.latest_plan(c, plan_id)
-        nid, plan = replan_stored(c, plan_id, now=body.now, blocked_edges=set(body.blocked_edges),
-                                  broken=set(body.broken), graph=g(row["tenant"]), reason=reason,
-                                  time_limit_s=body.time_limit_s)
+        try:
+            nid, plan = replan_stored(c, plan_id, now=body.now, blocked_edges=set(body.blocked_edges),
+                                      broken=set(body.broken), graph=g(row["tenant"]), reason=reason,
+                                      time_limit_s=body.time_limit_s)
+        except ValueError as e:          # "now" is not on the plan's day
+            raise HTTPException(422, str(e)) from None
         return summary(nid, plan) | {"parent_id": parent,
                                      "done": len(plan.get("done", [])), "blocked": len(plan.get("blocked", []))}
 

@@ -93,6 +93,8 @@ def replan_stored(conn, plan_id: int, *, now: datetime | None = None, blocked_ed
     clock = DayClock(Date.fromisoformat(str(row["plan_date"])), params.timezone)
     now = now or datetime.now(timezone.utc)
     now_s = clock.seconds(now)
+    if not 0 <= now_s <= clock.length_s:
+        raise ValueError(f"now ({now.isoformat()}) is not on the plan's day ({clock.day}, {clock.tz})")
     if time_limit_s is not None:
         params.time_limit_s = time_limit_s
     # keep what earlier re-plans already finished

@@ -246,7 +246,9 @@ def test_api_plan_crew_report_replan(api):
         if route["route_id"] in {x["route_id"] for x in newp["plan"]["routes"]}:
             red = h.get(route["crew_url"])                      # the crew page follows the re-plan
             assert red.status_code == 307 and red.headers["location"] == f"/crew/{nid}/{route['route_id']}"
-        br = h.post(f"/routes/plans/{pid}/replan", json={"broken": [route["route_id"]], "time_limit_s": 1})
+        assert h.post(f"/routes/plans/{pid}/replan", json={"now": "2026-03-03T09:00:00Z"}).status_code == 422
+        br = h.post(f"/routes/plans/{pid}/replan", json={"broken": [route["route_id"]], "time_limit_s": 1,
+                                                        "now": "2026-03-02T10:00:00"})
         assert br.status_code == 201 and route["route_id"] not in {x["route_id"] for x in br.json()["routes"]}
         assert h.post(url, json={**rep, "status": "bogus"}).status_code == 422
         assert h.get(f"/crew/{pid}/nope").status_code == 404
