@@ -129,12 +129,26 @@ def _records(payload: bytes, content_type: str) -> list:
     return recs
 
 
+#: Integers and decimal fractions beyond this magnitude are not numbers the
+#: contract can carry (its largest is 4e9). Refusing them up front keeps
+#: hostile CBOR bignums and decimal fractions such as 1E+100000000 from
+#: costing seconds of arithmetic or raising ``decimal.Overflow``.
+_MAX_MAGNITUDE = 10**18
+
+
 def _number(x: object) -> float | int | Decimal | None:
+    """``x`` if it is a finite number of sane magnitude, else None.
+
+    >>> _number(Decimal("2.5")), _number(True), _number(Decimal("1E+100000000")), _number(-10**19), _number(1e308)
+    (Decimal('2.5'), None, None, None, None)
+    """
     if isinstance(x, bool) or not isinstance(x, (int, float, Decimal)):
         return None
-    if isinstance(x, float) and not math.isfinite(x):
+    if isinstance(x, float) and not (math.isfinite(x) and -_MAX_MAGNITUDE <= x <= _MAX_MAGNITUDE):
+        return None      # 1e308 is finite, but 1e308 * 1000 is not
+    if isinstance(x, Decimal) and (not x.is_finite() or x.adjusted() > 18):
         return None
-    if isinstance(x, Decimal) and not x.is_finite():
+    if isinstance(x, int) and not -_MAX_MAGNITUDE <= x <= _MAX_MAGNITUDE:
         return None
     return x
 
@@ -182,12 +196,12 @@ def _decode_fast(payload: bytes, device_id: str, received_ms: int, kind: str | N
     both paths always give the same answer (a property test checks this)."""
     try:
         recs = _fast_json.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):   # ValueError: invalid UTF-8 in a string
         return None
     if not recs or len(recs) > v1.MAX_RECORDS:
         return None
     first = recs[0]
-    if first.bn != device_id + ":" or first.bt is None:
+    if first.bn != device_id + ":" or first.bt is None or not -1e15 < first.bt < 1e15:
         return None
     seq = first.bseq
     if seq is not None and not 0 <= seq < 2**32:
@@ -213,6 +227,8 @@ def _decode_fast(payload: bytes, device_id: str, received_ms: int, kind: str | N
             return None
         q = round(x)
         if not lo <= q <= hi:
+            return None
+        if not -1e15 < r.t < 1e15:
             return None
         ms = bt_ms + round(r.t * 1000)
         if ms < EARLIEST_MS or ms > latest:

@@ -91,7 +91,7 @@ def _other(channel: str, dev: str, payload: bytes) -> Verdict:
             return Verdict(channel, dev, 0, None)
         try:
             st = msgspec.json.decode(payload, type=_Status)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:   # ValueError: bad UTF-8
             return Verdict(channel, dev, 0, _cut(f"bad_status: {e}"))
         if st.state not in _STATES:
             return Verdict(channel, dev, 0, f"bad_status: state {st.state!r} is not online, sleeping or offline")
@@ -99,7 +99,7 @@ def _other(channel: str, dev: str, payload: bytes) -> Verdict:
     if channel == v1.ACK:
         try:
             ok = isinstance(msgspec.json.decode(payload), dict)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, ValueError):
             ok = False
         return Verdict(channel, dev, 0, None if ok else "bad_ack: an ack is a JSON object")
     # cfg / cmd travel down, never up: a device publishing them is misbehaving

@@ -145,6 +145,8 @@ class NMEA:
     def _latlon(self, buf, k, degdigits):
         """ddmm.mmmmmm (or dddmm...) field k -> micro-degrees (unsigned)."""
         a = self._f[k]
+        if self._end(k) - a < degdigits:
+            return -1
         deg = 0
         for i in range(degdigits):
             c = buf[a + i] - 48
@@ -164,7 +166,7 @@ class NMEA:
         return (not self._empty(k)) and buf[self._f[k]] == neg
 
     def _utc(self, buf, k):
-        if self._empty(k):
+        if self._empty(k) or self._end(k) - self._f[k] < 6:
             return False
         a = self._f[k]
         hh = (buf[a] - 48) * 10 + buf[a + 1] - 48
@@ -219,7 +221,7 @@ class NMEA:
                 self._position(buf, 3)
             kn = 0 if self._empty(7) else self._fixed(buf, 7, 3)    # knots * 1000
             self.speed = (kn * 463 + 4500) // 9000                  # 1 kn = 463/9 cm/s
-        if ok and not self._empty(9):
+        if ok and not self._empty(9) and self._end(9) - self._f[9] >= 6:
             d = self._f[9]
             dd = (buf[d] - 48) * 10 + buf[d + 1] - 48
             mo = (buf[d + 2] - 48) * 10 + buf[d + 3] - 48
