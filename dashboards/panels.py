@@ -15,6 +15,10 @@ SQL conventions (Grafana PostgreSQL datasource):
   kind, ward, metric and hour), ``ingest_lag_hourly`` (batches per tenant,
   kind, ward and hour of receipt) and ``road_bump_events`` (one row per bump
   event); no panel reads raw ``readings``;
+* Grafana's time macros yield numerics, costly per row: where the rows are
+  already one per hour (or are first grouped by UTC day, which is what
+  ``$__timeGroupAlias(col, '1d')`` groups by) the statement groups on the
+  timestamp and applies ``$__timeGroupAlias`` to the grouped rows only;
 * "latest in the range" panels read the last few hours of the range through
   the (metric, bucket) index and look further back, device by device, only
   for devices silent in those hours (:func:`latest_join`);
@@ -97,11 +101,13 @@ CROSS JOIN LATERAL (SELECT coalesce({alias}_r.v, {alias}_o.v) AS v, coalesce({al
 
 def hourly_series(metric: str, agg: str) -> str:
     """One series per device kind of ``agg`` over ``readings_hourly_by_ward`` rows ``w`` of ``metric``."""
-    return f"""SELECT $__timeGroupAlias(w.bucket, '1h'), w.kind AS metric, {agg} AS value
-FROM {BY_WARD} w
-WHERE w.metric = {M[metric]} AND $__timeFilter(w.bucket)
-  AND w.tenant = '$tenant' AND w.kind IN ($kind) AND {ward_of("w")}
-GROUP BY 1, 2 ORDER BY 1, 2"""
+    return f"""SELECT $__timeGroupAlias(s.bucket, '1h'), s.metric, s.value FROM (
+  SELECT w.bucket, w.kind AS metric, {agg} AS value
+  FROM {BY_WARD} w
+  WHERE w.metric = {M[metric]} AND $__timeFilter(w.bucket)
+    AND w.tenant = '$tenant' AND w.kind IN ($kind) AND {ward_of("w")}
+  GROUP BY 1, 2) s
+ORDER BY 1, 2"""
 
 
 # --------------------------------------------------------------------------- operations
@@ -115,21 +121,24 @@ OPERATIONS = DashboardSpec("ss-operations", "StreetSense: operations overview",
 FROM {DEV_JOIN}
 WHERE d.status = 'active' AND {DEV_FILTER}""", ("online", "active"), w=6, h=5,
         description="Seen in the 2 h before the end of the range, or asleep with a wake time still to come."),
-    PanelSpec("Readings per second", "timeseries", f"""SELECT $__timeGroupAlias(w.bucket, '1h'), w.kind AS metric, sum(w.n) / 3600.0 AS value
-FROM {BY_WARD} w
-WHERE $__timeFilter(w.bucket) AND w.tenant = '$tenant' AND w.kind IN ($kind) AND {ward_of("w")}
-GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "reqps", w=18, h=5,
+    PanelSpec("Readings per second", "timeseries", f"""SELECT $__timeGroupAlias(s.bucket, '1h'), s.metric, s.value FROM (
+  SELECT w.bucket, w.kind AS metric, sum(w.n) / 3600.0 AS value
+  FROM {BY_WARD} w
+  WHERE $__timeFilter(w.bucket) AND w.tenant = '$tenant' AND w.kind IN ($kind) AND {ward_of("w")}
+  GROUP BY 1, 2) s
+ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "reqps", w=18, h=5,
         description="Readings by the hour of their timestamp, from the rollup readings_hourly_by_ward "
                     "(recomputed at each rollup refresh, about once a minute)."),
     PanelSpec("Open alerts by kind", "bargauge", """SELECT kind, count(*) AS open
 FROM alerts a
 WHERE a.tenant = '$tenant' AND a.status IN ('open', 'acknowledged') AND """ + WARD + """
 GROUP BY kind ORDER BY open DESC, kind""", ("kind", "open"), w=8),
-    PanelSpec("Ingest lag (MQTT receipt to commit)", "timeseries", f"""SELECT $__timeGroupAlias(l.bucket, '1h'),
-  sum(l.lag_sum) / sum(l.batches) AS "mean lag", max(l.lag_max) AS "max lag"
-FROM ingest_lag_hourly l
-WHERE $__timeFilter(l.bucket) AND l.tenant = '$tenant' AND l.kind IN ($kind) AND {ward_of("l")}
-GROUP BY 1 ORDER BY 1""", ("time", "mean lag", "max lag"), "time_series", "s", w=8,
+    PanelSpec("Ingest lag (MQTT receipt to commit)", "timeseries", f"""SELECT $__timeGroupAlias(s.bucket, '1h'), s."mean lag", s."max lag" FROM (
+  SELECT l.bucket, sum(l.lag_sum) / sum(l.batches) AS "mean lag", max(l.lag_max) AS "max lag"
+  FROM ingest_lag_hourly l
+  WHERE $__timeFilter(l.bucket) AND l.tenant = '$tenant' AND l.kind IN ($kind) AND {ward_of("l")}
+  GROUP BY 1) s
+ORDER BY 1""", ("time", "mean lag", "max lag"), "time_series", "s", w=8,
         description="Per batch, by the hour of its MQTT receipt, from the rollup ingest_lag_hourly "
                     "(recomputed at each rollup refresh, about once a minute)."),
     PanelSpec("Quarantined messages", "timeseries", """SELECT $__timeGroupAlias(q.received_at, '1h'), q.reason_code AS metric, count(*) AS value
@@ -251,11 +260,13 @@ FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
 WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
 GROUP BY 1, 2 ORDER BY exceedance_hours DESC, site""",
         ("site", "ward", "exceedance_hours", "night_exceedance_hours", "hours", "loudest_hour_db"), w=12),
-    PanelSpec("Exceedances per day", "timeseries", f"""SELECT $__timeGroupAlias(h.bucket, '1d'), d.device_id AS metric,
-  count(*) FILTER (WHERE {HMEAN} > {LIMIT}) AS value
-FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
-WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
-GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=12),
+    PanelSpec("Exceedances per day", "timeseries", f"""SELECT $__timeGroupAlias(s.day, '1d'), s.metric, s.value FROM (
+  SELECT date_trunc('day', h.bucket, 'UTC') AS day, d.device_id AS metric,
+    count(*) FILTER (WHERE {HMEAN} > {LIMIT}) AS value
+  FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
+  WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
+  GROUP BY 1, 2) s
+ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=12),
 ))
 
 # --------------------------------------------------------------------------- roads
@@ -295,10 +306,12 @@ FROM defects ORDER BY hits DESC LIMIT 2000""",
         w=14, h=14),
     PanelSpec("Castings vs potholes", "piechart", ROAD_EVENTS + """
 SELECT class, count(*) AS defects FROM defects GROUP BY 1 ORDER BY 1""", ("class", "defects"), w=10, h=7),
-    PanelSpec("Passes (vehicle hours with bump events)", "timeseries", f"""SELECT $__timeGroupAlias(h.bucket, '1d'), d.device_id AS metric, count(*) AS value
-FROM readings_hourly h JOIN devices d ON d.id = h.device_id
-WHERE h.metric = {M['speed']} AND $__timeFilter(h.bucket) AND d.tenant = '$tenant' AND d.kind = 'road'
-GROUP BY 1, 2 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=10, h=7),
+    PanelSpec("Passes (vehicle hours with bump events)", "timeseries", f"""SELECT $__timeGroupAlias(s.day, '1d'), s.metric, s.value FROM (
+  SELECT date_trunc('day', h.bucket, 'UTC') AS day, d.device_id AS metric, count(*) AS value
+  FROM readings_hourly h JOIN devices d ON d.id = h.device_id
+  WHERE h.metric = {M['speed']} AND $__timeFilter(h.bucket) AND d.tenant = '$tenant' AND d.kind = 'road'
+  GROUP BY 1, 2) s
+ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=10, h=7),
     PanelSpec("Road defect alerts", "table", """SELECT a.entity, a.kind, a.severity, a.status, a.lat AS latitude, a.lon AS longitude,
   a.window_start, a.verdict
 FROM alerts a

@@ -139,6 +139,10 @@ defects AS (
   FROM (SELECT *, avg(hits) OVER () AS background FROM cells) c
   WHERE hits >= greatest(3, 4 * background) AND (vehicles >= 2 OR days >= 2))
 SELECT class, count(*) AS defects FROM defects GROUP BY 1 ORDER BY 1""",
+    ("ss-roads", "Passes (vehicle hours with bump events)"): """SELECT $__timeGroupAlias(h.bucket, '1d'), d.device_id AS metric, count(*) AS value
+FROM readings_hourly h JOIN devices d ON d.id = h.device_id
+WHERE h.metric = 32 AND $__timeFilter(h.bucket) AND d.tenant = '$tenant' AND d.kind = 'road'
+GROUP BY 1, 2 ORDER BY 1, 2""",
     ("ss-fleet", "Lowest battery per kind (hourly minimum)"): """SELECT $__timeGroupAlias(h.bucket, '1h'), d.kind AS metric, min(h.min) AS value
 FROM readings_hourly h JOIN devices d LEFT JOIN assets a ON a.tenant = d.tenant AND a.asset_id = d.asset_id ON d.id = h.device_id
 WHERE h.metric = 40 AND $__timeFilter(h.bucket)

@@ -65,46 +65,56 @@ INSERT INTO panel_rollup_state DEFAULT VALUES;
 
 -- Recompute the given UTC hours: readings_hourly_by_ward and road_bump_events
 -- for reading-time hours, ingest_lag_hourly for receipt-time hours.  Idempotent.
+-- Rows go in ordered by hour, as the panels read them.  When the hours are all
+-- the hours of a range (a rebuild) the statements scan the range and skip the
+-- per-row list test (dynamic SQL only to leave that test out; values are bound).
 CREATE FUNCTION ss_panel_rollups_recompute(hours timestamptz[], lag_hours timestamptz[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     lo timestamptz;
     hi timestamptz;
+    every boolean;
 BEGIN
     IF cardinality(hours) > 0 THEN
-        SELECT min(x), max(x) + interval '1 hour' INTO lo, hi FROM unnest(hours) x;
-        DELETE FROM readings_hourly_by_ward WHERE bucket >= lo AND bucket < hi AND bucket = ANY (hours);
-        INSERT INTO readings_hourly_by_ward
+        SELECT min(x), max(x) + interval '1 hour', count(DISTINCT x) * interval '1 hour' = max(x) + interval '1 hour' - min(x)
+          INTO lo, hi, every FROM unnest(hours) x;
+        EXECUTE 'DELETE FROM readings_hourly_by_ward WHERE bucket >= $1 AND bucket < $2'
+                || CASE WHEN every THEN '' ELSE ' AND bucket = ANY ($3)' END USING lo, hi, hours;
+        EXECUTE 'INSERT INTO readings_hourly_by_ward
             SELECT d.tenant, d.kind, a.ward, h.metric, h.bucket, count(*), sum(h.n), sum(h.sum), min(h.min),
                    max(h.max), sum(h.avg), sum(h.max)
             FROM readings_hourly h JOIN devices d ON d.id = h.device_id
             LEFT JOIN assets a ON a.tenant = d.tenant AND a.asset_id = d.asset_id
-            WHERE h.bucket >= lo AND h.bucket < hi AND h.bucket = ANY (hours)
-            GROUP BY 1, 2, 3, 4, 5
-            ORDER BY 5, 1, 4;   -- clustered by hour, as the panels read it
-        DELETE FROM road_bump_events WHERE time >= lo AND time < hi AND date_trunc('hour', time, 'UTC') = ANY (hours);
-        INSERT INTO road_bump_events
+            WHERE h.bucket >= $1 AND h.bucket < $2'
+                || CASE WHEN every THEN '' ELSE ' AND h.bucket = ANY ($3)' END
+                || ' GROUP BY 1, 2, 3, 4, 5 ORDER BY 5, 1, 4' USING lo, hi, hours;
+        EXECUTE 'DELETE FROM road_bump_events WHERE time >= $1 AND time < $2'
+                || CASE WHEN every THEN '' ELSE ' AND date_trunc(''hour'', time, ''UTC'') = ANY ($3)' END
+                USING lo, hi, hours;
+        EXECUTE 'INSERT INTO road_bump_events
             SELECT d.tenant, r.device_id, r.time,
                    max(r.value) FILTER (WHERE r.metric = 30), max(r.value) FILTER (WHERE r.metric = 31),
                    max(r.value) FILTER (WHERE r.metric = 32), max(r.value) FILTER (WHERE r.metric = 33),
                    max(r.value) FILTER (WHERE r.metric = 34)
             FROM devices d JOIN readings r ON r.device_id = d.id
-            WHERE d.kind = 'road' AND r.metric BETWEEN 30 AND 34 AND r.time >= lo AND r.time < hi
-              AND date_trunc('hour', r.time, 'UTC') = ANY (hours)
-            GROUP BY 1, 2, 3
-            ORDER BY 3, 1;
+            WHERE d.kind = ''road'' AND r.metric BETWEEN 30 AND 34 AND r.time >= $1 AND r.time < $2'
+                || CASE WHEN every THEN '' ELSE ' AND date_trunc(''hour'', r.time, ''UTC'') = ANY ($3)' END
+                || ' GROUP BY 1, 2, 3 ORDER BY 3, 1' USING lo, hi, hours;
     END IF;
     IF cardinality(lag_hours) > 0 THEN
-        SELECT min(x), max(x) + interval '1 hour' INTO lo, hi FROM unnest(lag_hours) x;
-        DELETE FROM ingest_lag_hourly WHERE bucket >= lo AND bucket < hi AND bucket = ANY (lag_hours);
-        INSERT INTO ingest_lag_hourly
-            SELECT d.tenant, d.kind, a.ward, date_trunc('hour', b.received_at, 'UTC'), count(*),
-                   sum(extract(epoch FROM b.stored_at - b.received_at)), max(extract(epoch FROM b.stored_at - b.received_at))
+        SELECT min(x), max(x) + interval '1 hour', count(DISTINCT x) * interval '1 hour' = max(x) + interval '1 hour' - min(x)
+          INTO lo, hi, every FROM unnest(lag_hours) x;
+        EXECUTE 'DELETE FROM ingest_lag_hourly WHERE bucket >= $1 AND bucket < $2'
+                || CASE WHEN every THEN '' ELSE ' AND bucket = ANY ($3)' END USING lo, hi, lag_hours;
+        EXECUTE 'INSERT INTO ingest_lag_hourly
+            SELECT d.tenant, d.kind, a.ward, date_trunc(''hour'', b.received_at, ''UTC''), count(*),
+                   sum(extract(epoch FROM b.stored_at - b.received_at)),
+                   max(extract(epoch FROM b.stored_at - b.received_at))
             FROM batches b JOIN devices d ON d.id = b.device_id
             LEFT JOIN assets a ON a.tenant = d.tenant AND a.asset_id = d.asset_id
-            WHERE b.received_at >= lo AND b.received_at < hi AND date_trunc('hour', b.received_at, 'UTC') = ANY (lag_hours)
-            GROUP BY 1, 2, 3, 4
-            ORDER BY 4, 1;
+            WHERE b.received_at >= $1 AND b.received_at < $2'
+                || CASE WHEN every THEN '' ELSE ' AND date_trunc(''hour'', b.received_at, ''UTC'') = ANY ($3)' END
+                || ' GROUP BY 1, 2, 3, 4 ORDER BY 4, 1' USING lo, hi, lag_hours;
     END IF;
     RETURN cardinality(hours);
 END $$;
