@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool  # noqa: F401  (router(pool) signature)
 from pydantic import BaseModel, Field
 
 from alerts import store
+from api.audit import who
 from api.auth import Principal, connection, require
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -147,7 +148,7 @@ def router(pool: ConnectionPool) -> APIRouter:
             with c.transaction():
                 for a in welfare:      # filed under the household (from the register, even once redacted)
                     store.audit(c, p.name, "welfare.view", a["tenant"], a["audit_household"] or f"alert-{a['id']}",
-                                {"alert_id": a["id"], "via": how})
+                                {"alert_id": a["id"], "via": how, **who(p)})
 
     def load(c: psycopg.Connection, p: Principal, alert_id: int) -> dict:
         a = c.execute(ONE, {"id": alert_id}).fetchone()

@@ -13,7 +13,7 @@ import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
 
-from api import alerts as alerts_api, consents as consents_api, opendata, queries as q, routes, sta
+from api import alerts as alerts_api, audit, consents as consents_api, opendata, queries as q, routes, sta
 from api.auth import EVERYONE, Principal, check_declared, connection, install, make_pool, require
 from streetsense import __version__
 
@@ -163,7 +163,7 @@ def create_app(database_url: str, *, pool_size: int = 4) -> FastAPI:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @app.get("/readings", response_model=Readings, response_model_exclude_none=True, tags=["readings"])
-    def readings(c: Conn, _: Reader, tenant: Annotated[str, Query(pattern=ID_PATTERN)],
+    def readings(c: Conn, p: Reader, tenant: Annotated[str, Query(pattern=ID_PATTERN)],
                  device: Annotated[str, Query(pattern=ID_PATTERN)], metric: Annotated[str, Query(max_length=32)],
                  start: datetime | None = None, end: datetime | None = None,
                  bucket: Annotated[str, Query(description="raw, 1h, 1d, or a width such as 15m")] = "raw",
@@ -182,6 +182,7 @@ def create_app(database_url: str, *, pool_size: int = 4) -> FastAPI:
         met = c.execute(q.METRIC_ID, {"metric": metric}).fetchone()
         if met is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown metric {metric!r}")
+        audit.readings_view(c, p, tenant, dev["id"], f"readings:{metric}")     # a household's bin: personal data
         rows = c.execute(getattr(q, name), {"pk": dev["id"], "metric_id": met["id"], "start": start, "end": end,
                                             "limit": limit, "width": width}).fetchall()
         out = Readings(tenant=tenant, device_id=device, metric=metric, unit=met["unit"], bucket=bucket,

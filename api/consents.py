@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool  # noqa: F401  (router(pool) signature)
 from pydantic import BaseModel, Field
 
 from alerts import store
+from api.audit import who
 from api.auth import Principal, connection, require
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -95,7 +96,7 @@ def router(pool: ConnectionPool) -> APIRouter:
             rows = c.execute(LIST, {"tenant": tenant, "household": household, "active": active,
                                     "limit": limit, "offset": offset}).fetchall()
             for row in rows:
-                store.audit(c, p.name, "consent.view", tenant, row["household"], {"consent_id": row["id"]})
+                store.audit(c, p.name, "consent.view", tenant, row["household"], {"consent_id": row["id"], **who(p)})
         return rows
 
     @r.post("/consents/{consent_id}/withdraw", response_model=Withdrawn)

@@ -28,6 +28,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from api import audit
 from api.auth import EVERYONE, Principal, connection, require
 from api.sta import DEV, PUBLIC
 from contract import v1
@@ -200,8 +201,7 @@ def router(pool: ConnectionPool) -> APIRouter:
         consents = c.execute("""SELECT id, recipient_name, recipient_role, recipient_contact, purpose, granted_at,
                                        withdrawn_at FROM consents WHERE tenant = %s AND household = %s ORDER BY id""",
                              (tenant, household)).fetchall()
-        c.execute("INSERT INTO audit_log (actor, action, tenant, subject, details) VALUES (%s, 'household.export', %s, %s, %s)",
-                  (who.name, tenant, household, json.dumps({"assets": ids, "readings": len(readings)})))
+        audit.record(c, who, "household.export", tenant, [household], {"assets": ids, "readings": len(readings)})
         return {"tenant": tenant, "household": household, "generated_at": datetime.now(timezone.utc),
                 "note": "Household bins are identified by a pseudonym only; no names or addresses are held.",
                 "assets": assets, "devices": devices, "readings_hourly": readings, "alerts": alerts,

@@ -302,3 +302,43 @@ def test_scram_verifier_matches_the_server(db_url):
     ours = datasource.scram_sha256("correct horse battery", salt=base64.b64decode(m.group(2)),
                                    iterations=int(m.group(1)))
     assert ours == stored
+
+
+# ------------------------------------------------------------------------- audit of personal-data reads
+
+def test_reads_of_household_data_are_audited_with_the_principal(councils):
+    db_url, ids = councils
+    names = {role: f"{role}-1" for role in tokens.TOKEN_ROLES}
+    tok = {role: bearer(make_token(db_url, role, A, household=HH[A] if role == "resident" else None,
+                                   name=names[role])) for role in tokens.TOKEN_ROLES}
+    span = {"start": T0.isoformat(), "end": (T0 + timedelta(days=1)).isoformat()}
+
+    def trail() -> list[tuple]:
+        with psycopg.connect(db_url) as c:
+            return c.execute("""SELECT actor, action, tenant, subject, details ->> 'role', details ->> 'via'
+                                FROM audit_log WHERE actor LIKE '%%-1' ORDER BY id""").fetchall()
+
+    with serve(create_app(db_url)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        def get(role: str, path: str, **params) -> None:
+            r = http.get(path, params=params, headers=tok[role])
+            assert r.status_code == 200, (role, path, r.text)
+
+        # not personal: a street bin's readings, a plan read by nobody, open data
+        get("operations", "/readings", tenant=A, device="bin-s", metric="fill", **span)
+        get("operations", "/sta/v1.1/Things")
+        assert trail() == []
+        get("resident", f"/residents/{A}/households/{HH[A]}/export")
+        get("admin", "/consents", tenant=A)
+        get("operations", "/alerts", tenant=A)                        # lists the welfare alert
+        get("integration", "/alerts", tenant=A)                       # no welfare alerts for machines: no row
+        get("operations", f"/alerts/{ids[A]['welfare']}")
+        get("crew", f"/routes/plans/{ids[A]['plan']}")                # a stop at the household's bin
+        get("field_engineer", "/readings", tenant=A, device="bin-h", metric="fill", **span)
+    assert trail() == [
+        ("resident-1", "household.export", A, HH[A], "resident", None),
+        ("admin-1", "consent.view", A, HH[A], "admin", None),
+        ("operations-1", "welfare.view", A, HH[A], "operations", "list"),
+        ("operations-1", "welfare.view", A, HH[A], "operations", "detail"),
+        ("crew-1", "route.view", A, HH[A], "crew", "plan"),
+        ("field_engineer-1", "readings.view", A, HH[A], "field_engineer", "readings:fill"),
+    ]
