@@ -23,13 +23,13 @@ def _db_url(database_url: str | None) -> str:
     return database_url
 
 
-def _fleet_file(path: Path):
+def _fleet_file(path: Path, hint: str = "--fleet"):
     from routing.fleet import FleetError, load_fleet
 
     try:
         return load_fleet(path)
     except FleetError as e:
-        raise typer.BadParameter(str(e), param_hint="--fleet") from None
+        raise typer.BadParameter(str(e), param_hint=hint) from None
 
 
 def routes_plan_command(
@@ -88,7 +88,7 @@ def routes_fleet_command(
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
         raise typer.BadParameter("use lower-case letters, digits, '-' and '_' (at most 64)", param_hint="--name")
-    cfg = _fleet_file(file)
+    cfg = _fleet_file(file, "--file")
     if not check:
         with psycopg.connect(_db_url(database_url), row_factory=dict_row, autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM tenants WHERE id = %s", (tenant,)).fetchone() is None:
