@@ -184,7 +184,10 @@ class OutboxWorker:
         return res
 
     def _context(self, d: dict) -> tuple[dict, dict | None]:
-        alert = self.conn.execute("SELECT * FROM alerts WHERE id = %s", (d["alert_id"],)).fetchone()
+        # the bin's class and household pseudonym: a household bin's payload carries the pseudonym only
+        alert = self.conn.execute("""SELECT a.*, s.bin_kind AS asset_bin_kind, s.household AS asset_household
+                                     FROM alerts a LEFT JOIN assets s ON s.tenant = a.tenant AND s.asset_id = a.asset_id
+                                     WHERE a.id = %s""", (d["alert_id"],)).fetchone()
         sink = self.conn.execute("SELECT kind, config, enabled FROM alert_sinks WHERE tenant = %s AND name = %s",
                                  (d["tenant"], d["sink"])).fetchone()
         return alert, sink

@@ -102,6 +102,12 @@ def render(alert: dict, delivery: dict) -> dict:
                 "recipient": delivery.get("recipient"), "explanation": alert["summary"],
                 "suggested_action": alert["suggested_action"],
                 "window_start": _iso(alert["window_start"]), "window_end": _iso(alert["window_end"])}
+    if alert.get("asset_bin_kind") == "household":
+        # a household's bin: the council's pseudonym only (its location and ids would point at a home)
+        return {**base, "welfare": False, "household": alert.get("asset_household"), "ward": alert["ward"],
+                "window_start": _iso(alert["window_start"]), "window_end": _iso(alert["window_end"]),
+                "explanation": alert["summary"], "suggested_action": alert["suggested_action"],
+                "findings": alert["findings"]}
     return {**base, "welfare": False, "entity": alert["entity"], "asset_id": alert["asset_id"],
             "lat": alert["lat"], "lon": alert["lon"], "ward": alert["ward"],
             "window_start": _iso(alert["window_start"]), "window_end": _iso(alert["window_end"]),
@@ -182,11 +188,15 @@ class EmailSink:
         if alert["welfare"]:
             msg["Subject"] = f"[StreetSense] Please check on household {alert['household']}"
         else:
-            msg["Subject"] = f"[StreetSense] {verb} {alert['severity']} alert: {alert['kind']} at {alert['entity']}"
+            where = f"household {payload['household']}" if "household" in payload else alert["entity"]
+            msg["Subject"] = f"[StreetSense] {verb} {alert['severity']} alert: {alert['kind']} at {where}"
         lines = [payload["explanation"], "", f"Suggested action: {payload['suggested_action']}", ""]
         if alert["welfare"]:
             lines += ["You receive this because the household asked StreetSense to tell you, and only you.",
                       "Nothing else happens automatically: please check, and tell the council if help is needed."]
+        elif "household" in payload:        # a household's bin: the pseudonym, no location
+            lines += [f"Severity: {alert['severity']}", f"Window: {payload['window_start']} .. {payload['window_end']}",
+                      f"Household: {payload['household']} (ward {alert['ward']})"]
         else:
             lines += [f"Severity: {alert['severity']}", f"Window: {payload['window_start']} .. {payload['window_end']}",
                       f"Location: {alert['lat']}, {alert['lon']} (ward {alert['ward']})",
@@ -287,14 +297,21 @@ class Open311Sink:
             sid = self.find(config, code, key, delivery["created_at"])
             if sid is not None:
                 return Sent(sid), payload
-        if alert["lat"] is None or alert["lon"] is None:
+        household = alert.get("asset_bin_kind") == "household"
+        if household:       # the council resolves its own pseudonym; no coordinates of a home leave
+            if not alert.get("asset_household"):
+                raise SinkError("open311: a household bin without a household pseudonym")
+            where = {"address_id": alert["asset_household"]}
+        elif alert["lat"] is None or alert["lon"] is None:
             raise SinkError("open311 needs a location and the alert has none")
+        else:
+            where = {"lat": f"{alert['lat']:.6f}", "long": f"{alert['lon']:.6f}"}
         description = (f"{alert['summary']}\n\nSuggested action: {alert['suggested_action']}\n\n"
                        f"StreetSense alert {alert['id']} ref {key}")
         if len(description) > 4000:
             description = alert["summary"][:3800] + f"\n\nStreetSense alert {alert['id']} ref {key}"
         form = {**self._params(config), "api_key": _secret(config, "api_key"), "service_code": code,
-                "lat": f"{alert['lat']:.6f}", "long": f"{alert['lon']:.6f}", "description": description,
+                **where, "description": description,
                 f"attribute[{REF_ATTRIBUTE}]": key, "attribute[streetsense_alert]": str(alert["id"]),
                 "attribute[severity]": alert["severity"]}
         try:

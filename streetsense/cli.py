@@ -456,5 +456,14 @@ def _register_retention() -> None:
 _register_retention()
 
 
+def _register_households() -> None:
+    from streetsense.pseudonym import cli_app
+
+    app.add_typer(cli_app(), name="households", help="A council's household list as keyed pseudonyms (no addresses).")
+
+
+_register_households()
+
+
 def main() -> None:  # pragma: no cover
     app()

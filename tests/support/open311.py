@@ -103,7 +103,7 @@ class Open311Server(LocalServer):
             return reply(h, 403, [{"code": 403, "description": "invalid api_key"}])
         if form.get("service_code") not in self.services:
             return reply(h, 400, [{"code": 400, "description": "service_code not found"}])
-        if not (form.get("lat") and form.get("long")) and not form.get("address_string"):
+        if not (form.get("lat") and form.get("long")) and not form.get("address_string") and not form.get("address_id"):
             return reply(h, 400, [{"code": 400, "description": "a location is required"}])
         attrs = {m.group(1): v for k, v in form.items() if (m := _ATTR.match(k))}
         with self.lock:
@@ -115,6 +115,7 @@ class Open311Server(LocalServer):
                  "requested_datetime": now, "updated_datetime": now,
                  "lat": float(form["lat"]) if form.get("lat") else None,
                  "long": float(form["long"]) if form.get("long") else None,
+                 "address_id": form.get("address_id"), "form": dict(form),
                  "attributes": attrs, "api_key": form["api_key"]}
             self.requests[sid] = r
             lose = self.lose_next > 0
