@@ -279,23 +279,28 @@ ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=12),
 # the calibration medians (simulators/models/road.py SHAPES): humps are slow and
 # long, castings short and consistent, potholes the rest.  The model's own
 # confirmed defects are the pothole alerts (table below).
-ROAD_EVENTS = """WITH ev AS (
-  SELECT e.device_id, e.time, e.peak, e.span, e.speed, e.lat, e.lon
+ROAD_EVENTS = """WITH ev AS MATERIALIZED (
+  SELECT e.device_id, e.time, e.peak, e.span, e.speed, e.lat, e.lon,
+    floor(e.lat / 0.00025) AS cy, floor(e.lon / 0.0004) AS cx
   FROM road_bump_events e
-  WHERE e.tenant = '$tenant' AND $__timeFilter(e.time)),
+  WHERE e.tenant = '$tenant' AND $__timeFilter(e.time) AND e.span >= 0.7 AND e.lat IS NOT NULL AND e.lon IS NOT NULL),
 cells AS (
-  SELECT floor(lat / 0.00025) AS cy, floor(lon / 0.0004) AS cx, count(*) AS hits,
-    count(DISTINCT device_id) AS vehicles, count(DISTINCT date_trunc('day', time, 'UTC')) AS days,
+  SELECT cy, cx, count(*) AS hits,
     avg(lat) AS latitude, avg(lon) AS longitude, exp(avg(ln(greatest(peak, 0.01)))) AS peak,
     coalesce(stddev_samp(ln(greatest(peak, 0.01))), 0) AS peak_sd, exp(avg(ln(greatest(span, 0.001)))) AS span,
     avg(speed) AS speed, max(time) AS last_hit
-  FROM ev WHERE span >= 0.7 AND lat IS NOT NULL AND lon IS NOT NULL
-  GROUP BY 1, 2),
+  FROM ev GROUP BY 1, 2),
+hot AS (
+  SELECT * FROM (SELECT *, avg(hits) OVER () AS background FROM cells) c WHERE hits >= greatest(3, 4 * background)),
+seen AS (   -- distinct vehicles and days, counted for the hot cells only
+  SELECT ev.cy, ev.cx, count(DISTINCT ev.device_id) AS vehicles, count(DISTINCT floor(date_part('epoch', ev.time) / 86400)) AS days
+  FROM ev JOIN hot ON hot.cy = ev.cy AND hot.cx = ev.cx GROUP BY 1, 2),
 defects AS (
-  SELECT *, CASE WHEN speed < 5.5 AND span > 1.25 THEN 'speed_hump'
-                 WHEN span < 1.1 AND peak_sd < 0.45 THEN 'casting' ELSE 'pothole' END AS class
-  FROM (SELECT *, avg(hits) OVER () AS background FROM cells) c
-  WHERE hits >= greatest(3, 4 * background) AND (vehicles >= 2 OR days >= 2))"""
+  SELECT hot.*, seen.vehicles, seen.days,
+    CASE WHEN speed < 5.5 AND span > 1.25 THEN 'speed_hump'
+         WHEN span < 1.1 AND peak_sd < 0.45 THEN 'casting' ELSE 'pothole' END AS class
+  FROM hot JOIN seen ON seen.cy = hot.cy AND seen.cx = hot.cx
+  WHERE seen.vehicles >= 2 OR seen.days >= 2)"""
 ROADS = DashboardSpec("ss-roads", "StreetSense: roads",
     "Road defects located from council vehicles' bump events.", ("tenant",), (
     PanelSpec("Confirmed defects", "geomap", ROAD_EVENTS + """

@@ -55,6 +55,9 @@ CREATE TABLE road_bump_events (
 );
 CREATE INDEX road_bump_events_tenant_time ON road_bump_events (tenant, time);
 CREATE INDEX road_bump_events_time ON road_bump_events (time);
+-- the roads panels read feature-like events (span >= 0.7 s, located) of one tenant and range
+CREATE INDEX road_bump_events_features ON road_bump_events (tenant, time) INCLUDE (device_id, peak, span, speed, lat, lon)
+    WHERE span >= 0.7 AND lat IS NOT NULL AND lon IS NOT NULL;
 
 CREATE TABLE panel_rollup_state (
     id            boolean PRIMARY KEY DEFAULT true CHECK (id),
