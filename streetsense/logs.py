@@ -110,6 +110,43 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+_factory_installed = False
+
+
+def _install_record_factory() -> None:
+    """Redact every stdlib LogRecord when it is created, whichever logger and handler it goes to
+    (uvicorn and others install their own handlers after :func:`configure`)."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            msg = record.getMessage()
+        except Exception:
+            msg = str(record.msg)
+        if redact_text(msg) != msg:
+            # keep the arguments' shape where the format needs it (uvicorn's access formatter unpacks them)
+            if isinstance(record.args, tuple):
+                record.args = tuple(redact_text(a) if isinstance(a, str) else a for a in record.args)
+                if isinstance(record.msg, str):
+                    record.msg = redact_text(record.msg)
+            try:
+                still = redact_text(record.getMessage()) != record.getMessage()
+            except Exception:
+                still = True
+            if still:
+                record.msg, record.args = redact_text(msg), None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _factory_installed = True
+
+
 def configure(level: str = "INFO", json: bool = False, secrets: Iterable[str | None] = ()) -> None:
     """Configure structlog + stdlib logging once per process, with redaction.
 
@@ -119,6 +156,7 @@ def configure(level: str = "INFO", json: bool = False, secrets: Iterable[str | N
 
     register_secret(*get_settings().secret_values(), *secrets)
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO))
+    _install_record_factory()
     for h in logging.getLogger().handlers:
         if not any(isinstance(f, RedactingFilter) for f in h.filters):
             h.addFilter(RedactingFilter())

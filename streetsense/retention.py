@@ -55,7 +55,8 @@ _READINGS = """
     FROM {table} r JOIN devices d ON d.id = r.device_id
     LEFT JOIN assets a ON a.tenant = d.tenant AND a.asset_id = d.asset_id
     JOIN ({cut}) c ON c.tenant = d.tenant
-    WHERE coalesce(a.bin_kind = 'household', false) = {household} AND r.{t} < c.before"""
+    WHERE coalesce(a.bin_kind = 'household', false) = {household} AND r.{t} < c.before
+      AND r.{t} < %(upto)s"""        # the latest cutoff of any council: a constant, so partitions/chunks prune
 
 
 def _readings(name: str, household: bool) -> DataClass:
@@ -206,18 +207,25 @@ def _rollup_tables(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
+def _latest_cutoff(conn: psycopg.Connection, name: str) -> Any:
+    return conn.execute("""SELECT max(now() - ss_retention_keep(t.id, %s))
+                           FROM (SELECT id FROM tenants UNION ALL SELECT NULL) t""", (name,)).fetchone()[0]
+
+
 def _household_rollups(conn: psycopg.Connection, dry_run: bool, batch: int) -> int:
     total = 0
+    upto = _latest_cutoff(conn, "household_readings")
     for table in _rollup_tables(conn):
         sel = _READINGS.format(t="bucket", table=table, cut=_CUT, household="true")
         if dry_run:
-            total += conn.execute(f"SELECT count(*) FROM ({sel}) x", {"cls": "household_readings"}).fetchone()[0]
+            total += conn.execute(f"SELECT count(*) FROM ({sel}) x",
+                                  {"cls": "household_readings", "upto": upto}).fetchone()[0]
             continue
         while True:
             with conn.transaction():
                 n = conn.execute(f"""DELETE FROM {table} WHERE (device_id, metric, bucket) IN (
                                        SELECT device_id, metric, t FROM ({sel}) x LIMIT %(batch)s)""",
-                                 {"cls": "household_readings", "batch": batch}).rowcount
+                                 {"cls": "household_readings", "batch": batch, "upto": upto}).rowcount
             total += n
             if n < batch:
                 break
@@ -240,16 +248,17 @@ def apply(conn: psycopg.Connection, *, dry_run: bool = False, batch: int = 10_00
         dc = _BY_NAME[name]
         # rows in dropped partitions/chunks count for their class (a dry run finds them among the candidates)
         counts: Counter[str] = Counter({t: n for (c, t), n in whole.items() if c == name and not dry_run})
+        params = {"cls": name, "batch": batch, "upto": _latest_cutoff(conn, name)}
         if dry_run:
             for tenant, n in conn.execute(f"SELECT tenant, count(*) FROM ({dc.candidates}) x GROUP BY tenant",
-                                          {"cls": name}):
+                                          params):
                 counts[tenant or ""] += n
         else:
             while True:
                 with conn.transaction():
                     if dc.audit:
                         conn.execute("SELECT set_config('streetsense.retention', 'on', true)")
-                    got = conn.execute(dc.act, {"cls": name, "batch": batch}).fetchall()
+                    got = conn.execute(dc.act, params).fetchall()
                 for tenant, n in got:
                     counts[tenant or ""] += n
                 if not got:         # until nothing moves (a batch may free the next: re-plans, then plans)
