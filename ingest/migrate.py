@@ -161,7 +161,8 @@ def secure_tables(conn: psycopg.Connection) -> list[Secured]:
                           AND NOT a.attisdropped),
                   (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND NOT a.attisdropped
                      AND a.attname = ANY(%s) AND a.atttypid = 'bigint'::regtype ORDER BY a.attname LIMIT 1),
-                  EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation')
+                  (SELECT obj_description(p.oid, 'pg_policy') FROM pg_policy p
+                   WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation')
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition
            ORDER BY c.relname""", (list(DEVICE_COLUMNS), schema)).fetchall()
@@ -169,17 +170,22 @@ def secure_tables(conn: psycopg.Connection) -> list[Secured]:
     with conn.transaction():
         conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
             sql.Identifier(schema), sql.Identifier(API_ROLE)))
-        for name, kind, has_tenant, device_col, has_policy in rels:
+        conn.execute(_scope_functions(schema))
+        for name, kind, has_tenant, device_col, policy_tag in rels:
             if name == "ss_role_tenants":
                 continue                                    # its own policy, in 0009_access.sql
             rel = sql.Identifier(schema, name)
             if has_tenant or name == "tenants":
                 scope = "tenant"
-                pred = sql.SQL("{}({})").format(sql.Identifier(schema, "ss_tenant_visible"),
-                                                sql.Identifier("tenant" if has_tenant else "id"))
+                pred = sql.SQL("((SELECT {}()) OR {} = (SELECT {}()))").format(
+                    sql.Identifier(schema, "ss_scope_all"), sql.Identifier("tenant" if has_tenant else "id"),
+                    sql.Identifier(schema, "ss_scope_tenant"))
             elif device_col:
                 scope = "device"
-                pred = sql.SQL("{}({})").format(sql.Identifier(schema, "ss_device_visible"), sql.Identifier(device_col))
+                pred = sql.SQL("((SELECT {all}()) OR {col} IN (SELECT d.id FROM {devices} d "
+                               "WHERE d.tenant = (SELECT {tenant}())))").format(
+                    all=sql.Identifier(schema, "ss_scope_all"), col=sql.Identifier(device_col),
+                    devices=sql.Identifier(schema, "devices"), tenant=sql.Identifier(schema, "ss_scope_tenant"))
             else:
                 scope = "global"
                 pred = None
@@ -200,9 +206,12 @@ def secure_tables(conn: psycopg.Connection) -> list[Secured]:
             elif rls_capable:
                 how = "rls"
                 conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(rel))
-                if not has_policy:
+                tag = "streetsense:" + hashlib.sha256(pred.as_string(conn).encode()).hexdigest()[:16]
+                if policy_tag != tag:                           # missing, or made by an older rule
+                    conn.execute(sql.SQL("DROP POLICY IF EXISTS tenant_isolation ON {}").format(rel))
                     conn.execute(sql.SQL("CREATE POLICY tenant_isolation ON {} USING ({}) WITH CHECK ({})").format(
                         rel, pred, pred))
+                    conn.execute(sql.SQL("COMMENT ON POLICY tenant_isolation ON {} IS {}").format(rel, sql.Literal(tag)))
                 privs = "SELECT" if name == "tenants" else "SELECT, INSERT, UPDATE, DELETE"
                 conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(privs), rel, sql.Identifier(API_ROLE)))
                 conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(rel, sql.Identifier(DATASOURCE_ROLE)))
@@ -215,6 +224,35 @@ def secure_tables(conn: psycopg.Connection) -> list[Secured]:
                 conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(view, restricted))
             out.append(Secured(name, scope, how))
     return out
+
+
+def _scope_functions(schema: str) -> sql.Composed:
+    """The scope of the current role, for the policies (replaced on every migrate).
+
+    ``ss_scope_all()``: the API role bound to every tenant (``*``).
+    ``ss_scope_tenant()``: the API role's bound tenant, or a tenant-bound login
+    role's tenant (``ss_role_tenants``); NULL = none.  The policies call both in
+    scalar sub-selects, so each runs once per query (an InitPlan), and a device
+    policy is one hashed lookup per row.  Not SECURITY DEFINER: they must see
+    the caller's ``current_user``.  Tables are schema-qualified, so a session's
+    temporary table cannot shadow them.  ``ss_tenant_visible(t)`` and
+    ``ss_device_visible(pk)`` say the same per row, for ad-hoc SQL.
+    """
+    return sql.SQL("""
+CREATE OR REPLACE FUNCTION {s}.ss_scope_all() RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT current_user = 'streetsense_api' AND coalesce(current_setting('streetsense.tenant', true) = '*', false)
+$$;
+CREATE OR REPLACE FUNCTION {s}.ss_scope_tenant() RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN current_user = 'streetsense_api' THEN nullif(current_setting('streetsense.tenant', true), '')
+                ELSE (SELECT r.tenant FROM {s}.ss_role_tenants r WHERE r.role = current_user) END
+$$;
+CREATE OR REPLACE FUNCTION {s}.ss_tenant_visible(t text) RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT {s}.ss_scope_all() OR coalesce(t = {s}.ss_scope_tenant(), false)
+$$;
+CREATE OR REPLACE FUNCTION {s}.ss_device_visible(pk bigint) RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT EXISTS (SELECT 1 FROM {s}.devices d WHERE d.id = pk AND {s}.ss_tenant_visible(d.tenant))
+$$;
+""").format(s=sql.Identifier(schema))
 
 
 def _sync_metrics(conn: psycopg.Connection) -> None:

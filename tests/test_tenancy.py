@@ -24,7 +24,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from api.app import create_app
-from ingest.migrate import maintain
+from ingest.migrate import maintain, migrate
 from streetsense import datasource, tokens
 from tests.support.api_auth import bearer, make_token
 from tests.support.http import serve
@@ -342,3 +342,66 @@ def test_reads_of_household_data_are_audited_with_the_principal(councils):
         ("crew-1", "route.view", A, HH[A], "crew", "plan"),
         ("field_engineer-1", "readings.view", A, HH[A], "field_engineer", "readings:fill"),
     ]
+
+
+# ------------------------------------------------------------------- the rule covers tables added later
+
+def test_a_table_added_by_a_later_migration_is_isolated_too(db_url):
+    with psycopg.connect(db_url, autocommit=True) as c:
+        before = dict(c.execute("SELECT polrelid::regclass::text, oid FROM pg_policy WHERE polname = 'tenant_isolation'"))
+        c.execute("INSERT INTO tenants VALUES ('leeds', 'L'), ('york', 'Y')")
+        c.execute("INSERT INTO devices (tenant, device_id, kind) VALUES ('leeds', 'd', 'air'), ('york', 'd', 'air')")
+        # what a migration 0013 might add: one table with a tenant, one keyed by device
+        c.execute("CREATE TABLE later_notes (tenant text NOT NULL, note text NOT NULL)")
+        c.execute("CREATE TABLE later_samples (device_id bigint NOT NULL, v real NOT NULL)")
+        c.execute("INSERT INTO later_notes VALUES ('leeds', 'a'), ('york', 'b')")
+        c.execute("INSERT INTO later_samples SELECT id, 1 FROM devices")
+        assert migrate(c, timescale="off") == []
+        after = dict(c.execute("SELECT polrelid::regclass::text, oid FROM pg_policy WHERE polname = 'tenant_isolation'"))
+        assert {k: v for k, v in after.items() if k in before} == before      # unchanged policies are left alone
+        assert {"later_notes", "later_samples"} <= set(after)
+        c.execute("SET ROLE streetsense_api")
+        c.execute("SELECT set_config('streetsense.tenant', 'leeds', false)")
+        assert c.execute("SELECT note FROM later_notes").fetchall() == [("a",)]
+        assert c.execute("SELECT count(*) FROM later_samples").fetchone()[0] == 1
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):            # WITH CHECK: no writing into york
+            c.execute("INSERT INTO later_notes VALUES ('york', 'x')")
+
+
+def test_timescale_variant_isolates_through_restricted_views():
+    """On PGlite + TimescaleDB (runs as a superuser; roles and RLS are real, but there are no
+    login roles, so the datasource role is exercised with SET ROLE here)."""
+    from tests.support.pglite import PGliteTimescale, node_unavailable_reason
+
+    if (why := node_unavailable_reason()) is not None:
+        pytest.skip(why)
+
+    with PGliteTimescale() as pg, psycopg.connect(pg.url, autocommit=True) as c:
+        migrate(c, timescale="on", retention_days=30)
+        c.execute("INSERT INTO tenants VALUES ('leeds', 'L'), ('york', 'Y')")
+        c.execute("INSERT INTO devices (tenant, device_id, kind) VALUES ('leeds', 'd', 'air'), ('york', 'd', 'air')")
+        c.execute("""INSERT INTO readings SELECT now() - make_interval(hours => h), d.id, 1, h
+                     FROM devices d, generate_series(1, 30) h""")
+        for view in ("readings_hourly", "readings_daily"):
+            c.execute(f"CALL refresh_continuous_aggregate('{view}', now() - interval '3 days', now())")
+        chunk = c.execute("SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks "
+                          "WHERE hypertable_name = 'readings' LIMIT 1").fetchone()[0]
+        leeds = c.execute("SELECT id FROM devices WHERE tenant = 'leeds'").fetchone()[0]
+        role = "grafana_leeds_pglite"
+        c.execute(f"DROP ROLE IF EXISTS {role}")
+        c.execute(f"CREATE ROLE {role} IN ROLE streetsense_datasource")
+        c.execute("INSERT INTO ss_role_tenants VALUES (%s, 'leeds')", (role,))
+        for who, bind in (("streetsense_api", "leeds"), (role, None)):
+            c.execute(f"SET ROLE {who}")
+            c.execute("SET search_path = ss_restricted, public")
+            if bind:
+                c.execute("SELECT set_config('streetsense.tenant', %s, false)", (bind,))
+            else:
+                c.execute("SELECT set_config('streetsense.tenant', '*', false)")   # ignored for a bound role
+            for rel in ("readings", "readings_hourly", "readings_daily"):
+                devs = {r[0] for r in c.execute(f"SELECT DISTINCT device_id FROM {rel}")}
+                assert devs == {leeds}, (who, rel, devs)
+            for rel in ("public.readings", "public.readings_hourly", chunk):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    c.execute(f"SELECT 1 FROM {rel} LIMIT 1")
+            c.execute("RESET ROLE")
