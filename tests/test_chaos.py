@@ -59,3 +59,32 @@ def test_gateway_notices_a_central_connection_closed_inside_publish(tmp_path: Pa
     finally:
         svc._shutdown()  # noqa: SLF001
         central.stop()
+
+
+def test_chaos_small_loses_and_doubles_nothing_and_every_fault_recovers(tmp_path: Path) -> None:
+    from streetsense.chaos.cluster import ClusterConfig
+    from streetsense.chaos.run import ChaosConfig, run_chaos
+
+    # the sink outage first: the runner's first wave of alerts is queued while the council is down
+    cfg = ChaosConfig(cluster=ClusterConfig(scenario="tiny", seed=3), speed=1200, warmup_s=0, baseline_s=3,
+                      faults=[("sink_outage", 5), ("broker_restart", 2), ("postgres_restart", 2), ("worker_kill", 2),
+                              ("backhaul_cut", 3)],
+                      overload=2.0, overload_s=4, settle_s=0.5, lag_ok_s=3.0, recover_timeout_s=40,
+                      drain_timeout_s=40, work=tmp_path / "chaos")
+    rep = run_chaos(cfg, quiet=True)
+    r, wh = rep["readings"], rep["webhook"]
+    assert not rep["crashed"], rep["crashed"]
+    assert rep["feed"]["all_acked"] and rep["feed"]["published"] > 300
+    assert r["sent_readings"] > 3000 and r["stored"] == r["sent_readings"]
+    assert rep["faults"][0]["deliveries_held_by_outage"] > 0, "alerts were queued while the council was down"
+    assert r["lost"] == 0 and r["duplicated"] == 0 and r["value_mismatch"] == 0, r
+    assert [f["fault"] for f in rep["faults"]] == ["sink_outage", "broker_restart", "postgres_restart",
+                                                    "worker_kill", "backhaul_cut"]
+    for f in rep["faults"]:
+        assert f["recovered"] and f["recovery_s"] is not None, f
+    cut = rep["faults"][-1]
+    assert cut["gateway_queue_max"] > 0, "the gateway buffered while the backhaul was down"
+    assert wh["expected"] > 0 and wh["received"] == wh["expected"] and wh["missing"] == 0, wh
+    assert wh["redundant"] == 0 and wh["unknown_keys"] == 0 and wh["unverified"] == 0, wh
+    assert rep["overload"]["bounded"] and rep["overload"]["drain_s"] is not None, rep["overload"]
+    assert rep["lost"] == 0 and rep["duplicated"] == 0 and rep["ok"]
