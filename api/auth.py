@@ -96,8 +96,9 @@ def _configure(conn: psycopg.Connection) -> None:
 
 
 def _reset(conn: psycopg.Connection) -> None:
-    conn.execute(f"SET ROLE {API_DB_ROLE}")          # defensive: no route changes it
-    _bind(conn, None)
+    # back to no tenant (and, defensively, the API role: no route changes it), in one round trip
+    conn.execute("SELECT set_config('role', %s, false), set_config(%s, '', false), "
+                 "set_config('streetsense.actor', '', false)", (API_DB_ROLE, TENANT_SETTING))
 
 
 def _bind(conn: psycopg.Connection, p: Principal | None) -> None:

@@ -162,7 +162,8 @@ def secure_tables(conn: psycopg.Connection) -> list[Secured]:
                   (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND NOT a.attisdropped
                      AND a.attname = ANY(%s) AND a.atttypid = 'bigint'::regtype ORDER BY a.attname LIMIT 1),
                   (SELECT obj_description(p.oid, 'pg_policy') FROM pg_policy p
-                   WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation')
+                   WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation'),
+                  c.relrowsecurity
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition
            ORDER BY c.relname""", (list(DEVICE_COLUMNS), schema)).fetchall()
@@ -171,7 +172,7 @@ def secure_tables(conn: psycopg.Connection) -> list[Secured]:
         conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
             sql.Identifier(schema), sql.Identifier(API_ROLE)))
         conn.execute(_scope_functions(schema))
-        for name, kind, has_tenant, device_col, policy_tag in rels:
+        for name, kind, has_tenant, device_col, policy_tag, rls_on in rels:
             if name == "ss_role_tenants":
                 continue                                    # its own policy, in 0009_access.sql
             rel = sql.Identifier(schema, name)
@@ -194,7 +195,7 @@ def secure_tables(conn: psycopg.Connection) -> list[Secured]:
             rls_capable = kind in ("r", "p") and name not in hyper
             if name in SECRET_TABLES:
                 how = "none"
-                if rls_capable and pred is not None:         # defence in depth; no grants anyway
+                if rls_capable and pred is not None and not rls_on:     # defence in depth; no grants anyway
                     conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(rel))
             elif pred is None:
                 how = "none"
@@ -205,7 +206,8 @@ def secure_tables(conn: psycopg.Connection) -> list[Secured]:
                         conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(rel, sql.Identifier(DATASOURCE_ROLE)))
             elif rls_capable:
                 how = "rls"
-                conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(rel))
+                if not rls_on:                  # ALTER TABLE locks the table: only when needed (ingest may be busy)
+                    conn.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(rel))
                 tag = "streetsense:" + hashlib.sha256(pred.as_string(conn).encode()).hexdigest()[:16]
                 if policy_tag != tag:                           # missing, or made by an older rule
                     conn.execute(sql.SQL("DROP POLICY IF EXISTS tenant_isolation ON {}").format(rel))
