@@ -237,33 +237,41 @@ ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
 # --------------------------------------------------------------------------- noise
 
 NOISE_FILTER = f"d.tenant = '$tenant' AND d.kind = 'noise' AND {WARD}"
-NIGHT = "(date_part('hour', h.bucket AT TIME ZONE '$tz') >= 23 OR date_part('hour', h.bucket AT TIME ZONE '$tz') < 7)"
+# Each UTC hour of the range once, with its local-time attributes in $tz (computed per hour, then
+# joined to the hourly rows, instead of converting every row's time zone).
+LOCAL_HOURS = """WITH z AS MATERIALIZED (
+  SELECT g AS bucket, (extract(isodow FROM g AT TIME ZONE '$tz')::int - 1) * 24
+                      + extract(hour FROM g AT TIME ZONE '$tz')::int AS hour_of_week,
+    to_char(g AT TIME ZONE '$tz', 'Dy HH24') AS slot,
+    date_part('hour', g AT TIME ZONE '$tz') >= 23 OR date_part('hour', g AT TIME ZONE '$tz') < 7 AS night,
+    date_trunc('day', g, 'UTC') AS day
+  FROM generate_series(date_trunc('hour', $__timeFrom()::timestamptz, 'UTC'), $__timeTo()::timestamptz,
+                       interval '1 hour') g)
+"""
+NIGHT = "z.night"
 HMEAN = "(h.sum / h.n)"   # the hourly mean (avg), from the columns the (metric, bucket) index covers
-LIMIT = f"CASE WHEN {NIGHT} THEN $noise_night ELSE $noise_day END"
+LIMIT = "CASE WHEN z.night THEN $noise_night ELSE $noise_day END"
 NOISE = DashboardSpec("ss-noise", "StreetSense: noise",
     "A-weighted equivalent levels by hour of week, and hours over the limits.",
     ("tenant", "ward", "tz", "noise_day", "noise_night"), (
-    PanelSpec("LAeq by hour of week", "barchart", f"""SELECT (extract(isodow FROM h.bucket AT TIME ZONE '$tz')::int - 1) * 24
-         + extract(hour FROM h.bucket AT TIME ZONE '$tz')::int AS hour_of_week,
-  to_char(h.bucket AT TIME ZONE '$tz', 'Dy HH24') AS slot,
+    PanelSpec("LAeq by hour of week", "barchart", LOCAL_HOURS + f"""SELECT z.hour_of_week, z.slot,
   round((10 * log(avg(power(10, {HMEAN} / 10))))::numeric, 1) AS laeq_db
-FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
+FROM readings_hourly h JOIN z ON z.bucket = h.bucket JOIN {DEV_JOIN} ON d.id = h.device_id
 WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
 GROUP BY 1, 2 ORDER BY 1""", ("hour_of_week", "slot", "laeq_db"), unit="dB", w=24,
         description="Energy mean over sites and weeks of the hourly means (an hourly mean is the arithmetic "
                     "mean of the interval LAeq values, which the rollups keep)."),
-    PanelSpec("Hours over the limit by site", "table", f"""SELECT d.device_id AS site, a.ward,
+    PanelSpec("Hours over the limit by site", "table", LOCAL_HOURS + f"""SELECT d.device_id AS site, a.ward,
   count(*) FILTER (WHERE {HMEAN} > {LIMIT}) AS exceedance_hours,
   count(*) FILTER (WHERE {HMEAN} > {LIMIT} AND {NIGHT}) AS night_exceedance_hours,
   count(*) AS hours, round(max({HMEAN})::numeric, 1) AS loudest_hour_db
-FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
+FROM readings_hourly h JOIN z ON z.bucket = h.bucket JOIN {DEV_JOIN} ON d.id = h.device_id
 WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
 GROUP BY 1, 2 ORDER BY exceedance_hours DESC, site""",
         ("site", "ward", "exceedance_hours", "night_exceedance_hours", "hours", "loudest_hour_db"), w=12),
-    PanelSpec("Exceedances per day", "timeseries", f"""SELECT $__timeGroupAlias(s.day, '1d'), s.metric, s.value FROM (
-  SELECT date_trunc('day', h.bucket, 'UTC') AS day, d.device_id AS metric,
-    count(*) FILTER (WHERE {HMEAN} > {LIMIT}) AS value
-  FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
+    PanelSpec("Exceedances per day", "timeseries", LOCAL_HOURS + f"""SELECT $__timeGroupAlias(s.day, '1d'), s.metric, s.value FROM (
+  SELECT z.day, d.device_id AS metric, count(*) FILTER (WHERE {HMEAN} > {LIMIT}) AS value
+  FROM readings_hourly h JOIN z ON z.bucket = h.bucket JOIN {DEV_JOIN} ON d.id = h.device_id
   WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
   GROUP BY 1, 2) s
 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=12),
