@@ -9,8 +9,10 @@ declared, or a route missing from this table fails here.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -187,3 +189,52 @@ def test_access_matrix_over_http(town):
                     mismatches.append(f"{who:15} {method} {path}: {r.status_code} (want 401)")
     assert not mismatches, "\n" + "\n".join(mismatches)
     assert calls == len(ops) * (len(creds) + len(bad))
+
+
+def test_tokens_cli_shows_the_token_once_and_stores_only_its_hash(db_url, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from streetsense.cli import app
+    from streetsense.settings import get_settings
+
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute("INSERT INTO tenants VALUES ('leeds', 'Leeds City Council')")
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("STREETSENSE_DATA_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    try:
+        run = CliRunner().invoke
+        r = run(app, ["tokens", "create", "--name", "ops-anna", "--role", "operations", "--tenant", "leeds"])
+        assert r.exit_code == 0, r.output
+        info, token = r.output.strip().splitlines()
+        key_id = json.loads(info)["key_id"]
+        assert tokens.parse(token) == key_id
+        out = tmp_path / "eng.token"
+        r = run(app, ["tokens", "create", "--name", "eng", "--role", "field_engineer", "--tenant", "leeds",
+                      "--expires-days", "30", "--out", str(out)])
+        assert r.exit_code == 0 and "ss_" not in r.output and out.stat().st_mode & 0o777 == 0o600
+        assert run(app, ["tokens", "create", "--name", "x", "--role", "crew"]).exit_code != 0     # needs a tenant
+        listed = run(app, ["tokens", "list"]).output
+        assert key_id in listed and token not in listed and out.read_text().strip() not in listed
+        with psycopg.connect(db_url) as c:
+            stored = c.execute("SELECT token_hash FROM api_tokens WHERE key_id = %s", (key_id,)).fetchone()[0]
+        assert bytes(stored) == tokens.token_hash(token) and token.encode() not in bytes(stored)
+        assert json.loads(run(app, ["tokens", "revoke", key_id]).output)["revoked"] is True
+        assert run(app, ["tokens", "revoke", key_id]).exit_code == 1
+        assert key_id not in run(app, ["tokens", "list"]).output
+        assert key_id in run(app, ["tokens", "list", "--all"]).output
+        # the Grafana datasource role: its DSN goes to a 0600 file, never to the output
+        r = run(app, ["db", "datasource-role", "--tenant", "leeds", "--role", f"grafana_t_{tmp_path.name[-8:]}"])
+        assert r.exit_code == 0, r.output
+        dsn_file = Path(json.loads(r.output)["dsn_file"])
+        assert dsn_file.stat().st_mode & 0o777 == 0o600
+        dsn = dsn_file.read_text().strip()
+        assert "password=" in dsn and dsn.split("password=")[1].split()[0] not in r.output
+        with psycopg.connect(dsn) as c:
+            assert c.execute("SELECT count(*) FROM tenants").fetchone()[0] == 1
+        role = json.loads(r.output)["role"]
+        with psycopg.connect(db_url, autocommit=True) as c:
+            c.execute(f'DROP OWNED BY "{role}"')
+            c.execute(f'DROP ROLE "{role}"')
+    finally:
+        get_settings.cache_clear()
