@@ -465,5 +465,15 @@ def _register_households() -> None:
 _register_households()
 
 
+def _register_chaos() -> None:
+    from streetsense.chaos.cli import chaos_command, soak_command
+
+    app.command("chaos")(chaos_command)
+    bench_app.command("soak")(soak_command)
+
+
+_register_chaos()
+
+
 def main() -> None:  # pragma: no cover
     app()

@@ -54,7 +54,7 @@ from streetsense.chaos.feed import Feed
 from streetsense.chaos.monitor import Monitor, Sample
 from streetsense.chaos.verify import compare_deliveries, compare_readings
 
-__all__ = ["ChaosConfig", "run_chaos", "parse_faults", "FAULTS", "summarise", "start_pipeline"]
+__all__ = ["ChaosConfig", "run_chaos", "parse_faults", "FAULTS", "summarise", "start_pipeline", "wait_drained"]
 
 FAULTS = ("broker_restart", "postgres_restart", "worker_kill", "backhaul_cut", "sink_outage")
 INGEST_SERVICES = ("broker", "gateway", "gateway_broker")
@@ -239,7 +239,7 @@ def _inject(cl: Cluster, name: str, d: float) -> tuple[float, float, dict]:
     return t0, time.time(), extra
 
 
-def _drained(cl: Cluster, mon: Monitor, timeout: float, quiet_s: float = 3.0) -> float | None:
+def wait_drained(cl: Cluster, mon: Monitor, timeout: float, quiet_s: float = 3.0) -> float | None:
     """Seconds until the gateway queue is empty, workers hold nothing and no batch was committed for ``quiet_s``."""
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -378,7 +378,7 @@ def run_chaos(cfg: ChaosConfig, quiet: bool = False) -> dict:
         say("stopping the feed and draining")
         fr = feed.stop()
         report["feed"] = fr
-        report["drain_s"] = _drained(cl, mon, cfg.drain_timeout_s)
+        report["drain_s"] = wait_drained(cl, mon, cfg.drain_timeout_s)
         say(f"drained in {report['drain_s']} s; comparing with the ground truth")
         readings = compare_readings(cl.db_url, cl.tenant, feed.record, cl.kinds, exclude=(PROBE,))
         if readings["lost"]:
@@ -415,22 +415,3 @@ def run_chaos(cfg: ChaosConfig, quiet: bool = False) -> dict:
                     and r.get("value_mismatch", 0) == 0 and bool(report.get("feed", {}).get("all_acked")))
     return report
 
-
-def chaos_command(
-    json_out: bool = False, scenario: str = "town", devices: str | None = None, seed: int | None = None,
-    speed: float = 360.0, overload: float = 2.0, overload_s: float = 60.0, warmup_s: float = 20.0,
-    baseline_s: float = 20.0, faults: str = "broker_restart:5,postgres_restart:10,worker_kill:10,backhaul_cut:30,"
-                                           "sink_outage:30",
-    lag_ok_s: float = 5.0, settle_s: float = 5.0, workers: int = 2, work: Path | None = None,
-    env: list[str] | None = None,
-) -> int:
-    """Run chaos, print the JSON report; the exit code (0 ok, 1 not)."""
-    import json
-
-    extra = dict(e.split("=", 1) for e in (env or []))
-    cfg = ChaosConfig(cluster=ClusterConfig(scenario=scenario, devices=devices, seed=seed, workers=workers, env=extra),
-                      speed=speed, overload=overload, overload_s=overload_s, warmup_s=warmup_s, baseline_s=baseline_s,
-                      faults=parse_faults(faults), lag_ok_s=lag_ok_s, settle_s=settle_s, work=work)
-    rep = run_chaos(cfg, quiet=False)
-    print(json.dumps(rep, indent=None if json_out else 2, default=str))
-    return 0 if rep["ok"] else 1
