@@ -253,3 +253,36 @@ def test_town_alerts_routes_and_sinks_hold_no_resident_data(tmp_path, db_url):
     with psycopg.connect(db_url, row_factory=dict_row) as c:
         a = c.execute("SELECT actor, details FROM audit_log WHERE action = 'households.import'").fetchone()
     assert a["actor"] == "officer-7" and a["details"]["assets_updated"] == len(rows)
+
+
+def test_import_refuses_what_it_cannot_place_and_dry_run_changes_nothing(db_url):
+    key = secrets.token_bytes(32)
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute("INSERT INTO tenants (id, name) VALUES ('leeds', 'Leeds'), ('york', 'York')")
+        c.execute("""INSERT INTO assets (tenant, asset_id, bin_kind, household) VALUES
+                     ('leeds', 'hb-1', 'household', NULL), ('leeds', 'hb-2', NULL, NULL),
+                     ('leeds', 'sb-1', 'street', NULL), ('york', 'hb-9', 'household', NULL)""")
+        text = ("UPRN,Address,Resident,Asset_IDs\n"
+                "100000000001,1 Wrenfield Crescent,Ann Vexworth,hb-1;hb-2\n"
+                "100000000002,,Bob Vexworth,sb-1\n"                   # a street bin is no household's
+                "100000000003,,Cy Vexworth,hb-9 nope\n"               # york's bin and an unknown id
+                "abc,,Di Vexworth,hb-1\n"                              # not a UPRN
+                ",3 Wrenfield Crescent,Ed Vexworth,hb-1\n")            # hb-1 claimed by a second household
+        rows = list(pseudonym.read_rows(text))
+        dry = pseudonym.import_households(c, "leeds", rows, key, actor="t", dry_run=True)
+        assert c.execute("SELECT count(household) FROM assets").fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM audit_log WHERE action = 'households.import'").fetchone()[0] == 0
+        done = pseudonym.import_households(c, "leeds", rows, key, actor="t")
+        for r in (dry, done):
+            assert (r.rows, r.households, r.assets_updated) == (5, 4, 2)
+            assert r.not_household_bins == ["sb-1"] and r.unknown_assets == ["hb-9", "nope"]
+            assert [e["row"] for e in r.errors] == [5, 6] and "UPRN" in r.errors[0]["reason"]
+            assert "Wrenfield" not in json.dumps(r.to_json()) and "100000000001" not in json.dumps(r.to_json())
+        p1 = pseudonym.household_pseudonym(key, "leeds", uprn="100000000001")
+        got = c.execute("SELECT asset_id, bin_kind, household FROM assets ORDER BY tenant, asset_id").fetchall()
+        assert got == [("hb-1", "household", p1), ("hb-2", "household", p1), ("sb-1", "street", None),
+                       ("hb-9", "household", None)]
+        again = pseudonym.import_households(c, "leeds", rows, key, actor="t")
+        assert (again.assets_updated, again.assets_unchanged) == (0, 2)
+    with pytest.raises(pseudonym.PseudonymError, match="asset_ids"):
+        list(pseudonym.read_rows("name,address\nAnn,1 Road\n"))
