@@ -273,6 +273,17 @@ def bench_ingest(readings: Annotated[int, typer.Option(help="readings to publish
     print(json.dumps(res, indent=None if json_out else 2))
 
 
+@bench_app.command("rls")
+def bench_rls(devices: Annotated[int, typer.Option(help="bin sensors, split over two councils")] = 2000,
+              days: Annotated[int, typer.Option(help="days of 10-minute readings")] = 7,
+              repeats: Annotated[int, typer.Option(help="EXPLAIN ANALYZE runs per query (median)")] = 15) -> None:
+    """Row-level security's cost on the API's readings queries: owner vs streetsense_api (JSON)."""
+    from streetsense.bench_rls import run_bench
+
+    _setup()
+    print(json.dumps(run_bench(get_settings().database_url, devices=devices, days=days, repeats=repeats)))
+
+
 # --- firmware ---------------------------------------------------------------
 
 @firmware_app.command("build")
