@@ -461,3 +461,27 @@ def test_crew_not_out_decides_not_put_out_and_counts_towards_the_welfare_gate(to
     w = town.execute("SELECT * FROM alerts WHERE welfare").fetchall()
     assert len(w) == 1 and w[0]["entity"] == "hb-x" and w[0]["household"] == "hh-x" and w[0]["consent_id"]
     assert w[0]["explanation"]["evidence"]["rounds_in_a_row"] == 3
+
+
+def test_crew_blocked_explains_the_missed_collection(town, db_url):
+    """The crew could not reach street 1 (blocked): its bins' missed collections say so."""
+    from stream_models.engine import Engine
+
+    crew_town(town)
+    pid = a_plan(town)
+    beh = {n: {} for n in ("y", "a", "d0", "d1", "d2", "d3")}
+    beh["y"]["left_weeks"] = (0,)
+    now = {"ms": MON + 10 * HOUR_MS}
+    r = Runner(db_url, lambda: Engine({"timezone": "UTC"}), CFG, clock=lambda: now["ms"] / 1000)
+    write(db_url, crew_readings(MON - DAY_MS, MON + 10 * HOUR_MS, beh))
+    crew_report(town, pid, "hb-y", "blocked", MON + 9 * HOUR_MS, "b-1")
+    assert r.step().crew == 1
+    write(db_url, crew_readings(MON + 10 * HOUR_MS, MON + DAY_MS, beh))
+    now["ms"] = MON + DAY_MS
+    r.step()
+    r.close()
+    mc = town.execute("SELECT entity, summary, explanation FROM alerts WHERE kind = 'missed_collection'").fetchall()
+    assert [m["entity"] for m in mc] == ["hb-y"]
+    ev = mc[0]["explanation"]["evidence"]
+    assert ev["cause"] == "blocked" and ev["crew_report"] == "blocked"
+    assert "the crew reported the street blocked" in mc[0]["summary"]
