@@ -166,7 +166,7 @@ def router(pool: ConnectionPool) -> APIRouter:
                     until: Annotated[datetime | None, Query(description="window starts before")] = None,
                     welfare: bool | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> list[dict]:
+                    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> list[dict]:
         rows = c.execute(LIST, {"tenant": tenant, "kind": kind, "status": status_, "entity": entity,
                                 "severity": severity, "since": since, "until": until, "welfare": welfare,
                                 "sees_welfare": sees_welfare(p), "limit": limit, "offset": offset}).fetchall()

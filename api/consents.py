@@ -87,7 +87,7 @@ def router(pool: ConnectionPool) -> APIRouter:
                       household: Annotated[str | None, Query(max_length=128)] = None,
                       active: bool | None = None,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                      offset: Annotated[int, Query(ge=0)] = 0) -> list[dict]:
+                      offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> list[dict]:
         if p.role == "resident":
             if not own_household(p, tenant, household or p.household):
                 return []

@@ -42,6 +42,9 @@ NGSI_ATTRS = {"AirQualityObserved": ("air", {"pm1": "pm1", "pm25": "pm25", "pm10
                                              "co2": "co2", "temp": "temperature"}),
               "NoiseLevelObserved": ("noise", {"laeq": "LAeq", "lamax": "LAmax", "l10": "LA10", "l90": "LA90"}),
               "WasteContainer": ("bin_fill", {"fill": "fillingLevel", "temp": "temperature"})}
+#: documented response types of the downloads (besides JSON)
+_CSV = {"text/csv": {"schema": {"type": "string"}}}
+_GEOJSON = {"application/geo+json": {"schema": {"type": "object"}}}
 UNIT_CODES = {"ug/m3": "GQ", "dB": "2N", "%RH": "P1", "ppm": "59", "Cel": "CEL", "/": "C62"}
 
 LATEST = f"""SELECT d.tenant, d.device_id, d.kind, a.ward, a.asset_id, a.capacity_l, d.lat, d.lon, m.name AS metric,
@@ -131,7 +134,7 @@ def router(pool: ConnectionPool) -> APIRouter:
             raise HTTPException(422, "start must be before end, at most 366 days apart")
         return start, end
 
-    @r.get("/opendata/v1/road-defects.{fmt}")
+    @r.get("/opendata/v1/road-defects.{fmt}", responses={200: {"content": {**_CSV, **_GEOJSON}}})
     def road_defects(c: Conn, _: Anyone, fmt: Literal["csv", "geojson"]) -> Response:
         rows = c.execute(DEFECTS).fetchall()
         if fmt == "csv":
@@ -142,7 +145,7 @@ def router(pool: ConnectionPool) -> APIRouter:
                                  if k not in ("lat", "lon")}} for x in rows]
         return Response(json.dumps({"type": "FeatureCollection", "features": feats}), media_type="application/geo+json")
 
-    @r.get("/opendata/v1/{dataset}.csv")
+    @r.get("/opendata/v1/{dataset}.csv", responses={200: {"content": _CSV}})
     def dataset_csv(c: Conn, _: Anyone, dataset: Literal["air", "noise", "bins"], start: datetime | None = None,
                     end: datetime | None = None) -> Response:
         kind, metrics = DATASETS[dataset]
@@ -152,7 +155,7 @@ def router(pool: ConnectionPool) -> APIRouter:
         return Response(_csv(rows, cols), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="streetsense-{dataset}.csv"'})
 
-    @r.get("/opendata/v1/{dataset}.geojson")
+    @r.get("/opendata/v1/{dataset}.geojson", responses={200: {"content": _GEOJSON}})
     def dataset_geojson(c: Conn, _: Anyone, dataset: Literal["air", "noise", "bins"]) -> Response:
         kind, metrics = DATASETS[dataset]
         rows = c.execute(LATEST, {"kind": kind, "metrics": _ids(metrics),
@@ -167,7 +170,8 @@ def router(pool: ConnectionPool) -> APIRouter:
                                             for m, (v, u, b) in s["values"].items()}}})
         return Response(json.dumps({"type": "FeatureCollection", "features": feats}), media_type="application/geo+json")
 
-    @r.get("/opendata/v1/ngsi-ld/{type_}")
+    @r.get("/opendata/v1/ngsi-ld/{type_}",
+           responses={200: {"content": {"application/ld+json": {"schema": {"type": "array", "items": {"type": "object"}}}}}})
     def ngsi(c: Conn, _: Anyone, type_: Literal["WasteContainer", "AirQualityObserved", "NoiseLevelObserved"]) -> Response:
         kind, attrs = NGSI_ATTRS[type_]
         rows = c.execute(LATEST, {"kind": kind, "metrics": _ids(attrs),
