@@ -158,7 +158,8 @@ def _run_worker(database_url: str, mqtt_url: str, shared: bool, metrics_port: in
                        batch_readings=s.ingest_batch_readings, batch_ms=s.ingest_batch_ms,
                        receive_maximum=s.ingest_receive_maximum,
                        use_copy={"auto": None, "on": True, "off": False}[s.ingest_use_copy],
-                       pool_size=s.ingest_pool_size)
+                       pool_size=s.ingest_pool_size, rate_readings_per_s=s.ingest_rate_readings_per_s,
+                       rate_burst=s.ingest_rate_burst)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -282,6 +283,20 @@ def bench_rls(devices: Annotated[int, typer.Option(help="bin sensors, split over
 
     _setup()
     print(json.dumps(run_bench(get_settings().database_url, devices=devices, days=days, repeats=repeats)))
+
+
+# --- fuzzing ----------------------------------------------------------------
+
+@app.command()
+def fuzz(target: Annotated[str, typer.Argument(help="decoder, nmea, pms5003 or gateway")],
+         runs: Annotated[int, typer.Option(help="executions")] = 100_000,
+         seconds: Annotated[Optional[int], typer.Option(help="run this long instead of --runs")] = None,
+         artifacts: Annotated[Path, typer.Option(help="failing inputs and the corpus")] = Path("var/fuzz"),
+         json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Coverage-guided fuzzing (atheris) of a parser; exit 1 if any input broke it."""
+    from streetsense.fuzz import main
+
+    raise typer.Exit(main(target, runs, artifacts, json_out, seconds))
 
 
 # --- firmware ---------------------------------------------------------------

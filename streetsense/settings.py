@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     ingest_use_copy: Literal["auto", "on", "off"] = "auto"
     #: database connections per worker (1 for servers that take one at a time)
     ingest_pool_size: int = 2
+    #: per-device rate limit: readings per second of the device's own clock (0 = off), and
+    #: the bucket size; over it a pack is quarantined ``rate_limited`` (docs/bad-input.md)
+    ingest_rate_readings_per_s: float = 20.0
+    ingest_rate_burst: int = 2000
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
