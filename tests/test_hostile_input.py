@@ -246,6 +246,8 @@ def test_gateway_broker_refuses_oversized_packets_and_the_centre_takes_all_it_fo
             dev.loop(0.05)
         assert disc and disc[0].value == 0x95
         assert f"max_packet_size {MAX_PACKET_SIZE}" in lb.conf_path.read_text()
+        from streetsense.identity.mosquitto import MAX_PACKET as CENTRAL
+        assert CENTRAL == RELAY_MAX_PACKET, "the production central broker takes what gateways relay"
 
         # forwarded to the centre with the gateway's stamps and the longest possible mark
         fw = Forwarder(DurableQueue(tmp_path / "q.sqlite3"), Lanes(window=10, drain_rate=0), "g" * v1.MAX_ID_LEN)

@@ -48,6 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from contract import v1
+from streetsense.embedded import RELAY_MAX_PACKET
 from streetsense.identity.credentials import DeviceEntry, IdentityStore, ServiceEntry
 
 PASSWD = "passwd"
@@ -57,8 +58,9 @@ PID = "run/mosquitto.pid"      # run/ and data/ are writable by the broker (it w
 DATA = "data"
 DEVICE_PUBLISH = (v1.UP, v1.STATUS, v1.ACK)
 DEVICE_READ = (v1.CFG, v1.CMD)
-# the largest SenML pack plus MQTT headers and a long topic
-MAX_PACKET = v1.MAX_PAYLOAD + 1024
+# twice the largest SenML pack plus headers, topic and a gateway's user properties: everything a
+# gateway accepted can be relayed (oversized packs then reach ingest as `too_large`)
+MAX_PACKET = RELAY_MAX_PACKET
 
 
 def _head(what: str) -> str:
