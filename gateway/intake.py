@@ -39,7 +39,7 @@ import paho.mqtt.client as mqtt
 
 from gateway import health as hm
 from gateway.queue import DurableQueue, Item, Row
-from gateway.validate import classify_timed
+from gateway.validate import MAX_REASON, Verdict, classify_timed
 from ingest.ratelimit import RateLimiter
 
 #: bytes per row on top of payload and reason, for the hard-bound estimate
@@ -84,7 +84,10 @@ class Intake:
         now = time.time()
         rx_ms = int(now * 1000)
         payload = msg.payload
-        v, newest_ms = classify_timed(msg.topic, payload, rx_ms)
+        try:
+            v, newest_ms = classify_timed(msg.topic, payload, rx_ms)
+        except Exception as e:  # noqa: BLE001 - a checker bug must not stop the intake or lose the message
+            v, newest_ms = Verdict(None, None, 0, f"internal_error: {type(e).__name__}: {e}"[:MAX_REASON]), 0
         readings, reason = v.readings, v.reason
         lim = self.limiter
         if readings and not lim.allow(msg.topic.rsplit("/", 1)[0], newest_ms, readings):
