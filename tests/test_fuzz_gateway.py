@@ -11,7 +11,6 @@ the gateway's mark, reaches the same verdict on every ``up`` message.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest

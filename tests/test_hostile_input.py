@@ -9,9 +9,7 @@ and gateway service; nothing is mocked.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
