@@ -7,7 +7,8 @@ PostgreSQL loaded through the real ingest path:
   returns, for several ranges and template-variable settings, including after
   a late batch for an old hour has been written and the rollups refreshed;
 * each rollup equals its source recomputed from scratch (readings_hourly,
-  batches, raw readings), incrementally maintained and after a full rebuild;
+  batches, raw readings), incrementally maintained, after a full rebuild, and
+  after the day-by-day backfill the migration leaves to the refreshes;
 * the unfiltered SensorThings Observations collection pages through every
   row exactly once in its default order.
 """
@@ -338,4 +339,35 @@ def test_full_rebuild_equals_the_incremental_rollups(town):
                 all(_close(x, y) for x, y in zip(r1, r2)) for r1, r2 in zip(again, kept[t])), t
         # a refresh with nothing new recomputes nothing that changes
         c.execute("SELECT ss_refresh_rollups()")
+        assert rollup_disagreements(c) == {t: 0 for t in tables}
+
+
+def test_existing_history_is_backfilled_newest_day_first_by_the_refreshes(town):
+    """What migration 0011 sets up on a database that already holds data: no rollup rows yet, a
+    backfill from the newest hour down to the oldest, one day per refresh."""
+    url, loaded = town
+    tables = ("readings_hourly_by_ward", "ingest_lag_hourly", "road_bump_events")
+    with psycopg.connect(url, autocommit=True) as c:
+        for t in tables:
+            c.execute(f"TRUNCATE {t}")
+        # batches committed long ago: the incremental refresh (which re-reads the last two minutes) has none to do
+        c.execute("UPDATE ingest_log SET committed_at = committed_at - interval '1 hour'")
+        c.execute("""UPDATE panel_rollup_state SET
+                       backfill_floor = date_trunc('hour', (SELECT least(min(bucket), (SELECT min(received_at) FROM batches))
+                                                            FROM readings_hourly), 'UTC'),
+                       backfill_to = date_trunc('hour', (SELECT greatest(max(bucket), (SELECT max(received_at) FROM batches))
+                                                         FROM readings_hourly), 'UTC') + interval '1 hour'""")
+        floor, top = c.execute("SELECT backfill_floor, backfill_to FROM panel_rollup_state").fetchone()
+        steps = []
+        while True:
+            c.execute("SELECT ss_refresh_rollups()")
+            pending = c.execute("SELECT backfill_to FROM panel_rollup_state").fetchone()[0]
+            steps.append(pending)
+            if pending is None or len(steps) > 10:
+                break
+            assert pending == top - dt.timedelta(days=len(steps))
+            older, done = c.execute("""SELECT count(*) FILTER (WHERE bucket < %(p)s), count(*) FILTER (WHERE bucket >= %(p)s)
+                                       FROM readings_hourly_by_ward""", {"p": pending}).fetchone()
+            assert older == 0 and done > 0                                       # newest days first
+        assert len(steps) == -(-(top - floor) // dt.timedelta(days=1))           # ceil(days of history)
         assert rollup_disagreements(c) == {t: 0 for t in tables}

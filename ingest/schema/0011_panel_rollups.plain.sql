@@ -60,9 +60,11 @@ CREATE INDEX road_bump_events_features ON road_bump_events (tenant, time) INCLUD
     WHERE span >= 0.7 AND lat IS NOT NULL AND lon IS NOT NULL;
 
 CREATE TABLE panel_rollup_state (
-    id            boolean PRIMARY KEY DEFAULT true CHECK (id),
-    last_log_id   bigint NOT NULL DEFAULT 0,
-    refreshed_at  timestamptz
+    id             boolean PRIMARY KEY DEFAULT true CHECK (id),
+    last_log_id    bigint NOT NULL DEFAULT 0,
+    refreshed_at   timestamptz,
+    backfill_floor timestamptz,         -- the oldest hour the backfill goes back to
+    backfill_to    timestamptz          -- the hours before this are still to backfill; NULL: none
 );
 INSERT INTO panel_rollup_state DEFAULT VALUES;
 
@@ -127,13 +129,17 @@ END $$;
 -- hours before each commit and the batch's reading hours (a batch received
 -- outside both is counted by the next ss_rebuild_panel_rollups).  Batches
 -- commit out of id order, so the last two minutes of ingest_log are read again.
-CREATE FUNCTION ss_refresh_panel_rollups() RETURNS integer
+-- Then one step of a pending backfill (newest first, ``backfill_step`` per call).
+CREATE FUNCTION ss_refresh_panel_rollups(backfill_step interval DEFAULT interval '1 day') RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     last_id bigint;
     top_id bigint;
     hours timestamptz[];
     lag_hours timestamptz[];
+    floor_ts timestamptz;
+    to_ts timestamptz;
+    from_ts timestamptz;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('ss_refresh_panel_rollups'));
     SELECT last_log_id INTO last_id FROM panel_rollup_state;
@@ -152,6 +158,12 @@ BEGIN
     WHERE (l.id > last_id OR l.committed_at > now() - interval '2 minutes') AND l.messages > 0 AND h IS NOT NULL;
     PERFORM ss_panel_rollups_recompute(hours, lag_hours);
     UPDATE panel_rollup_state SET last_log_id = greatest(last_log_id, top_id), refreshed_at = now();
+    SELECT backfill_floor, backfill_to INTO floor_ts, to_ts FROM panel_rollup_state;
+    IF to_ts IS NOT NULL THEN
+        from_ts := greatest(floor_ts, to_ts - backfill_step);
+        PERFORM ss_rebuild_panel_rollups(from_ts, to_ts);
+        UPDATE panel_rollup_state SET backfill_to = CASE WHEN from_ts > floor_ts THEN from_ts END;
+    END IF;
     RETURN cardinality(hours);
 END $$;
 
@@ -178,9 +190,9 @@ BEGIN
     RETURN hours;
 END $$;
 
--- Backfill what an existing database already holds.
-SELECT ss_rebuild_panel_rollups(least((SELECT min(bucket) FROM readings_hourly), (SELECT min(received_at) FROM batches)),
-                                greatest((SELECT max(bucket) FROM readings_hourly), (SELECT max(received_at) FROM batches))
-                                + interval '1 hour')
-WHERE EXISTS (SELECT FROM readings_hourly) OR EXISTS (SELECT FROM batches);
-UPDATE panel_rollup_state SET last_log_id = (SELECT last_log_id FROM rollup_state), refreshed_at = now();
+-- What an existing database already holds is backfilled by the refreshes, newest
+-- day first (a day per refresh), so that this migration stays short however
+-- long the history; new batches are the incremental refresh's from here on.
+UPDATE panel_rollup_state SET last_log_id = (SELECT last_log_id FROM rollup_state), refreshed_at = now(),
+    backfill_floor = date_trunc('hour', least((SELECT min(bucket) FROM readings_hourly), (SELECT min(received_at) FROM batches)), 'UTC'),
+    backfill_to = date_trunc('hour', greatest((SELECT max(bucket) FROM readings_hourly), (SELECT max(received_at) FROM batches)), 'UTC') + interval '1 hour';
