@@ -9,7 +9,11 @@ Two lanes share one window of QoS 1 messages in flight:
   plus anything committed while it was down. Read back from SQLite in id
   (= arrival) order, oldest first, at most ``drain_rate`` messages per second
   (token bucket) and using at most ``backlog_share`` of the window, so live
-  messages always find a free slot.
+  messages always find a free slot. While a backlog waits, live messages use
+  at most the window less ``backlog_reserve`` of it: a live lane busy enough to
+  refill every slot an ack frees would otherwise starve the backlog for good
+  (found by ``streetsense chaos``: after a broker restart under load the
+  backlog never drained).
 
 Interleaving (one shared FIFO) was the alternative: simpler, but a live reading
 would then wait behind the whole backlog (minutes after a long outage); with
@@ -81,10 +85,12 @@ class TokenBucket:
 class Lanes:
     """The live and backlog lanes over one in-flight window."""
 
-    def __init__(self, window: int, drain_rate: float, *, backlog_share: float = 0.9, live_cap: int = 20_000,
-                 chunk: int = 500, now: float = 0.0) -> None:
+    def __init__(self, window: int, drain_rate: float, *, backlog_share: float = 0.9, backlog_reserve: float = 0.1,
+                 live_cap: int = 20_000, chunk: int = 500, now: float = 0.0) -> None:
         self.window = window
         self.backlog_window = max(1, int(window * backlog_share))
+        #: slots live messages leave free while a backlog waits
+        self.backlog_min = min(self.backlog_window, max(1, int(window * backlog_reserve))) if window > 1 else 0
         self.live_cap = live_cap
         self.chunk = chunk
         self.bucket = TokenBucket(drain_rate, now=now)
@@ -146,11 +152,18 @@ class Lanes:
         ack or a new message can change that)."""
         if not self.connected or inflight_live + inflight_backlog >= self.window:
             return float("inf")
-        if self.live:
+        if self.live and self._live_room(inflight_live, inflight_backlog) > 0:
             return 0.0
         if self.backlog_pending and inflight_backlog < self.backlog_window:
             return self.bucket.wait_s(now)
         return float("inf")
+
+    def _live_room(self, inflight_live: int, inflight_backlog: int) -> int:
+        """Live messages that may go out now (the window less the backlog's reserve while it waits)."""
+        free = self.window - inflight_live - inflight_backlog
+        if self.backlog_pending:
+            free = min(free, self.window - self.backlog_min - inflight_live)
+        return free
 
     def next_batch(self, now: float, inflight_live: int, inflight_backlog: int, fetch: Fetch,
                    retry_ok: bool = True) -> list[tuple[Row, str]]:
@@ -160,9 +173,11 @@ class Lanes:
         free = self.window - inflight_live - inflight_backlog
         out: list[tuple[Row, str]] = []
         live = self.live
-        while free > 0 and live:
+        room = self._live_room(inflight_live, inflight_backlog)
+        while room > 0 and live:
             out.append((live.popleft(), LIVE))
             free -= 1
+            room -= 1
         n = min(free, self.backlog_window - inflight_backlog)
         if n > 0 and self.backlog_pending:
             n = min(n, self.bucket.available(now))
