@@ -91,6 +91,21 @@ def parse_filter(text: str, allowed: dict[str, str]) -> tuple[str, list[Any]]:
     return " AND ".join(sql), params
 
 
+# Ids are built from parts that cannot hold a dot (tenant and device ids, metric names), so an id splits
+# back into them; statements filter on those real, indexed columns as well as on the computed id.
+DEVICE_PK = "(SELECT dd.id FROM devices dd WHERE dd.tenant = %s AND dd.device_id = %s)"
+
+
+def id_parts(ident: str, n: int) -> list[str] | None:
+    """The ``n`` dot-separated parts of an id, or None when it has another shape (it then names nothing).
+
+    >>> id_parts("leeds.air-001.pm25", 3), id_parts("leeds.air-001", 3)
+    (['leeds', 'air-001', 'pm25'], None)
+    """
+    parts = ident.split(".")
+    return parts if len(parts) == n and all(parts) else None
+
+
 def parse_orderby(text: str | None, allowed: dict[str, str], default: str) -> str:
     if not text:
         return default
@@ -196,7 +211,12 @@ def router(pool: ConnectionPool) -> APIRouter:
 
     def one(c, entity: str, ident: str, shape, b: str):
         sql = ENTITY_SQL["Datastreams" if entity == "Datastreams" else "Things"][0]
-        row = c.execute(f"SELECT * FROM ({sql}) s WHERE id = %s", [ident]).fetchone()
+        parts = id_parts(ident, 3 if entity == "Datastreams" else 2)
+        if entity == "Datastreams":
+            where = f"id = %s AND pk = {DEVICE_PK} AND metric = %s"
+        else:
+            where = "id = %s AND tenant = %s AND device_id = %s"
+        row = c.execute(f"SELECT * FROM ({sql}) s WHERE {where}", [ident, *parts]).fetchone() if parts else None
         if row is None:
             raise HTTPException(404, f"no {entity[:-1]} {ident!r}")
         return shape(b, row)
@@ -243,7 +263,9 @@ def router(pool: ConnectionPool) -> APIRouter:
                                 filt: Filter = None, orderby: OrderBy = None, count: Count = False) -> dict:
         b = base(request)
         one(c, "Datastreams", ident, datastream, b)
-        return page(request, c, obs_sql + " WHERE ds.id = %s", [ident], "Observations", filt, orderby,
+        tenant, device, metric = id_parts(ident, 3) or ("", "", "")
+        return page(request, c, obs_sql + f" WHERE ds.id = %s AND h.device_id = {DEVICE_PK} AND ds.metric = %s",
+                    [ident, tenant, device, metric], "Observations", filt, orderby,
                     "bucket", top, skip, count, lambda row: observation(b, row))
 
     return r

@@ -139,6 +139,13 @@ def test_unfiltered_observations_page_through_every_row_once_in_datastream_order
     for _, grp in itertools.groupby(ds, key=lambda x: x[0]):
         times = [int(t) for _, t in grp]
         assert times == sorted(times)                         # hours ascending within each
+    # single entities are found by their id's parts (indexed columns); ids of another shape name nothing
+    one = ds[0][0]
+    assert get(town, f"/sta/v1.1/Datastreams('{one}')").json()["@iot.id"] == one
+    assert get(town, f"/sta/v1.1/Things('{one.rsplit('.', 1)[0]}')").json()["@iot.id"] == one.rsplit(".", 1)[0]
+    for bad in ("Things('nodots')", f"Things('{one}')", f"Datastreams('{one.rsplit('.', 1)[0]}')",
+                f"Datastreams('{one}.x')/Observations", "Datastreams('..')"):
+        assert httpx.get(f"{town['base']}/sta/v1.1/{bad}").status_code == 404, bad
 
 
 def test_downloads_and_ngsi_ld(town):
