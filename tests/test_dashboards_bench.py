@@ -15,7 +15,10 @@ def test_bench_api_small_run_times_every_panel(pg_admin_url):
     assert res["devices"] == 50 and res["days"] == 2 and res["target_p99_ms"] == 100.0
     assert res["rows"]["devices"] == 50 and res["rows"]["readings"] > 5_000
     assert res["rows"]["readings_hourly"] > 0 and res["rows"]["alerts"] > 0 and res["rows"]["batches"] > 0
-    assert res["load_s"]["total"] > 0
+    assert res["load_s"]["total"] > 0 and res["load_s"]["panel_rollups"] >= 0
+    assert res["rows"]["readings_hourly_by_ward"] > 0 and res["rows"]["ingest_lag_hourly"] > 0
+    assert res["rows"]["road_bump_events"] > 0
+    assert len(res["load_average_1_5_15_min"]["before_timing"]) == 3 and res["cpus"] >= 1
     timed = {(p["dashboard"], p["panel"]) for p in res["panels"]}
     assert timed == {(s.uid, p.title) for s in P.ALL for p in s.panels}
     for p in res["panels"]:
