@@ -95,6 +95,8 @@ def _other(channel: str, dev: str, payload: bytes) -> Verdict:
             return Verdict(channel, dev, 0, _cut(f"bad_status: {e}"))
         if st.state not in _STATES:
             return Verdict(channel, dev, 0, f"bad_status: state {st.state!r} is not online, sleeping or offline")
+        if len(st.fw) > 32:           # the same rule as ingest (ingest.handler)
+            return Verdict(channel, dev, 0, "bad_status: firmware version longer than 32 characters")
         return Verdict(channel, dev, 0, None)
     if channel == v1.ACK:
         try:

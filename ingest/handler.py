@@ -145,6 +145,8 @@ class MessageHandler:
                 payload, [{"index": r.index, "code": r.code, "detail": r.detail} for r in pack.rejects])
 
     def _status(self, out: Handled, topic: str, tenant: str, dev: str, payload: bytes) -> None:
+        if not payload:      # an empty retained message clears the retained status: nothing to store
+            return
         try:
             st = msgspec.json.decode(payload, type=_Status)
             if st.state not in _STATES:

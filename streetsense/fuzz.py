@@ -18,7 +18,7 @@ any unexpected exception) when a property breaks:
 * ``gateway``: the gateway's input path (topic and payload from the input):
   :func:`gateway.validate.classify_timed` and the rate limit never raise, and
   the central :class:`~ingest.handler.MessageHandler` reaches the same verdict
-  on every ``up`` message.
+  on every ``up`` and ``status`` message.
 
 The CLI runs libFuzzer (atheris) in a child process, which keeps going after a
 failure (the input is saved to ``--artifacts``) and prints executions,
@@ -161,7 +161,7 @@ def check_gateway(data: bytes) -> None:
     h = MessageHandler(lambda t, d: DeviceInfo(1, None, "active"))  # type: ignore[arg-type]
     out = h.handle(topic, payload, RECEIVED_MS, mark=v.reason)
     _require(out.quarantine is None or bool(out.quarantine.reason_code and out.quarantine.reason), "no reason")
-    if v.channel == v1.UP:
+    if v.channel in (v1.UP, v1.STATUS):
         central = out.quarantine.reason_code if out.quarantine else None
         gateway = v.reason.split(":", 1)[0] if v.reason else None
         _require(central == gateway, f"gateway says {gateway!r}, ingest says {central!r}")

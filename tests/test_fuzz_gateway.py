@@ -5,7 +5,7 @@ Properties: nothing raises; every message is kept in the queue, byte for
 byte, whatever it is (nothing stays unforwarded or vanishes on the Pi); a
 message is marked invalid exactly when the contract check or the rate limit
 says so, with a ``<code>: <detail>`` reason; and the central ingest, given
-the gateway's mark, reaches the same verdict on every ``up`` message.
+the gateway's mark, reaches the same verdict on every ``up`` and ``status`` message.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def test_intake_keeps_every_message_and_marks_exactly_the_invalid_ones(queue: Du
         if r.reason is not None:
             code, _, detail = r.reason.partition(": ")
             assert code.replace("_", "").isalpha() and code.islower() and detail
-        if v.channel == v1.UP:
+        if v.channel in (v1.UP, v1.STATUS):
             out = centre.handle(r.topic, r.payload, r.rx_ms, mark=r.reason)
             central = out.quarantine.reason_code if out.quarantine else None
             assert central == (r.reason.split(":", 1)[0] if r.reason else None)
