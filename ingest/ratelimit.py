@@ -21,10 +21,10 @@ trips the limit. What does trip it is what a broken or hostile node does:
 A pack older than the bucket's clock by more than ``late_s`` is history
 (ring drain, gateway backlog, interleaved with the live traffic that moved
 the clock on) and is not charged; a pack a little older is charged without
-refill. The default (20 readings/s, bursts of 2,000) is about ten times the
-busiest simulated node (a road vehicle on a worn street: one 5-record bump
-event every ~9 s, a minute pack of a few dozen records) and twenty times a
-bin pack at its largest.
+refill. The default (20 readings/s, bursts of 2,000) leaves a wide margin:
+two simulated days of every kind, road vehicles included (the largest pack:
+82 records), pass even a limit twenty times tighter; the test suite checks
+ten times (``tests/test_hostile_input.py``).
 
 >>> rl = RateLimiter(rate=10, burst=100)
 >>> rl.allow("bin-1", 1_767_225_600_000, 60), rl.allow("bin-1", 1_767_225_600_000, 60)

@@ -332,3 +332,37 @@ def test_unknown_tenants_and_devices_quarantined_worker_survives_and_replay_stor
         pending = c.execute("SELECT tenant, count(*) FROM quarantine WHERE replayed_at IS NULL "
                             "AND reason_code = 'unknown_device' GROUP BY tenant ORDER BY tenant").fetchall()
     assert pending == [("nowhere-0", 100), ("nowhere-2", 100)]
+
+
+# --- the default limit and the simulated fleet ----------------------------------------------
+
+def test_default_rate_limit_never_touches_any_simulated_kind_even_ten_times_tighter() -> None:
+    """Two simulated days of every kind (road vehicles included, with the node shell's
+    duplicates and re-ordering): the default limit, and one ten times tighter, refuse nothing."""
+    import datetime as dt
+
+    from contract.decode import PackError
+    from ingest.ratelimit import DEFAULT_BURST, DEFAULT_RATE
+    from simulators.engine import Simulation
+    from simulators.fleet import build_fleet
+    from simulators.scenario import load_scenario
+
+    fleet = build_fleet(load_scenario("tiny"), counts="bins=20,air=3,noise=3,road=3", seed=3)
+    start = int(dt.datetime(2026, 1, 5, tzinfo=dt.UTC).timestamp() * 1000)        # a Monday: road shifts
+    default, tight = RateLimiter(), RateLimiter(DEFAULT_RATE / 10, DEFAULT_BURST // 10)
+    packs, kinds = 0, set()
+    for b in Simulation(fleet, start_ms=start, days=2, seed=3).batches():
+        for m in b.messages:
+            if not m.topic.endswith("/up"):
+                continue
+            tenant, dev, _ = v1.parse_topic(m.topic)
+            try:
+                p = decode(m.payload, device_id=dev, received_ms=m.send_ms)
+            except PackError:
+                continue                 # the shell's deliberately malformed packs
+            if len(p):
+                packs += 1
+                kinds.add(dev.split("-")[0])
+                assert default.allow(f"{tenant}/{dev}", max(p.times_ms), len(p))
+                assert tight.allow(f"{tenant}/{dev}", max(p.times_ms), len(p)), f"{dev} at {max(p.times_ms)}"
+    assert packs > 1000 and kinds == {"bin", "air", "noise", "road"}
