@@ -27,9 +27,12 @@ Sequence (each step's length is configurable):
    under ``lag_ok_s`` and nothing older than that left at the gateway; of the
    sink outage: until every delivery queued before its end was accepted;
 3. **overload**: the feed at ``overload`` × the target speed for a period,
-   then back to 1×; the peak memory of every service against its baseline
-   (bounded: at most 1.5 × baseline + 32 MiB), the gateway queue and the
-   workers' unacked messages, and how long the backlog takes to drain;
+   then back to 1×; the peak memory of every service against its baseline,
+   the gateway queue and the workers' unacknowledged messages, and how long
+   the backlog takes to drain. ``bounded``: the ingest path (central broker,
+   gateway and its broker, workers) peaks at most 1.5 × baseline + 32 MiB and
+   the backlog drains; the others are reported, not judged (the runner's and
+   PostgreSQL's memory follow the devices and data seen, not the rate);
 4. stop the feed, wait for the pipeline to drain, and compare the database
    with the recorded ground truth and the council's log with the outbox
    (:mod:`streetsense.chaos.verify`).
@@ -367,10 +370,11 @@ def run_chaos(cfg: ChaosConfig, quiet: bool = False) -> dict:
                 b = base["peak_memory_mb"].get(n)
                 if peak is None or b is None or n in ("feed", "link"):
                     continue
+                judged = n in INGEST_SERVICES or n.startswith("ingest-")
                 bounded[n] = {"baseline_mb": b, "overload_mb": peak, "ratio": round(peak / b, 2) if b else None,
-                              "bounded": peak <= 1.5 * b + 32}
+                              "judged": judged, "bounded": peak <= 1.5 * b + 32}
             ov["memory"] = bounded
-            ov["bounded"] = all(v["bounded"] for v in bounded.values()) and drain is not None
+            ov["bounded"] = all(v["bounded"] for v in bounded.values() if v["judged"]) and drain is not None
             report["overload"] = ov
             say(f"overload: {ov['messages_per_s']} msg/s, drained in {drain} s, bounded={ov['bounded']}")
             time.sleep(cfg.settle_s)
