@@ -21,7 +21,10 @@ grows as backends touch shared buffers, bounded by ``shared_buffers``), when
 the p99 lag of the last quarter exceeds the first quarter's by more than 50 %
 and 1 s, or when the gateway's queue grows (last-quarter mean above the
 first's by more than 100 messages: a backlog building up); otherwise
-``stable``. Then the feed stops, the pipeline
+``stable``. The alerts runner's checkpoint size is sampled too: runner
+memory that grows with it is model state (per device, over simulated time; a
+run at speed ``K`` covers ``K`` times its length of simulated time), not a
+leak. Then the feed stops, the pipeline
 drains, and the database is compared with what was sent (lost, duplicated).
 
 >>> slope_per_min([0.0, 60.0, 120.0], [10.0, 11.0, 12.0])
@@ -121,6 +124,16 @@ def drift(samples: list[Sample], t0: float, published: list[tuple[float, int]]) 
     return out
 
 
+def _checkpoint_bytes(db_url: str) -> int | None:
+    """Size of the alerts runner's engine checkpoint (its model state), to tell state growth from leaks."""
+    try:
+        with psycopg.connect(db_url, connect_timeout=5) as c:
+            row = c.execute("SELECT octet_length(engine) FROM alert_runner_state WHERE runner = 'default'").fetchone()
+        return row[0] if row else None
+    except psycopg.Error:
+        return None
+
+
 def _lag_overall(db_url: str, a: float, b: float) -> dict:
     with psycopg.connect(db_url) as c:
         row = c.execute(
@@ -166,9 +179,12 @@ def run_soak(minutes: float = 30.0, *, rate: float | None = None, speed: float |
         time.sleep(warmup_s)
         t0 = time.time()
         published: list[tuple[float, int]] = []
+        checkpoints: list[tuple[float, int | None]] = []
+        sim0 = feed.status().get("sim_ms")
         say(f"measuring for {minutes:g} min")
         while time.time() - t0 < minutes * 60:
             published.append((time.time(), feed.status().get("published", 0)))
+            checkpoints.append((time.time() - t0, _checkpoint_bytes(cl.db_url)))
             time.sleep(sample_s)
         t1 = time.time()
         published.append((t1, feed.status().get("published", 0)))
@@ -185,6 +201,12 @@ def run_soak(minutes: float = 30.0, *, rate: float | None = None, speed: float |
             "ingest_pending_max": max((s.ingest_pending or 0 for s in samples), default=None),
             "feed_behind_s_max": max((s.feed_behind_s or 0 for s in samples), default=None)}
         report["drift"] = drift(samples, t0, published)
+        cts, cbs = [t for t, _ in checkpoints], [b for _, b in checkpoints]
+        first, last = quarters(cbs)
+        report["drift"]["runner_checkpoint_bytes"] = {"slope_per_min": slope_per_min(cts, cbs),
+                                                      "first_quarter": first, "last_quarter": last}
+        sim1 = feed.status().get("sim_ms")
+        report["measured"]["simulated_days"] = round((sim1 - sim0) / 86_400_000, 2) if sim0 and sim1 else None
         report["series"] = [{"t_s": round(s.window[1] - t0, 1), "readings_per_s": s.readings_per_s,
                              "lag_p50_s": s.lag_p50_s, "lag_p99_s": s.lag_p99_s, "gateway_queue": s.gateway_queue,
                              "ingest_pending": s.ingest_pending,
