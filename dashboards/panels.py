@@ -218,19 +218,21 @@ LATERAL (SELECT 1 + greatest(coalesce(width_bucket(round(pm25_24h)::float8, {DAQ
                              coalesce(width_bucket(round(pm10_24h)::float8, {DAQI_PM10}), 0)) AS daqi) x
 ORDER BY daqi DESC, site""",
         ("site", "ward", "latitude", "longitude", "pm25_24h", "pm10_24h", "daqi", "band"), w=24),
-    PanelSpec("PM2.5 and PM10 (hourly means)", "timeseries", f"""SELECT $__timeGroupAlias(h.bucket, '1h'), d.device_id || ' ' || m.name AS metric,
+    PanelSpec("PM2.5 and PM10 (hourly means)", "timeseries", f"""SELECT $__timeGroupAlias(h.bucket, '1h'),
+  d.device_id || CASE h.metric WHEN {M['pm25']} THEN ' pm25' WHEN {M['pm10']} THEN ' pm10' END AS metric,
   h.sum / h.n AS value
-FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id JOIN metrics m ON m.id = h.metric
+FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
 WHERE h.metric IN ({M['pm25']}, {M['pm10']}) AND $__timeFilter(h.bucket) AND {AIR_FILTER}
-ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
-        description="One series per site and pollutant (readings_hourly has one row per site, pollutant and hour)."),
+ORDER BY h.bucket, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
+        description="One series per site and pollutant (readings_hourly has one row per site, pollutant and hour; "
+                    "sorted on the hour itself, the same order as on the time column)."),
     PanelSpec("PM2.5 corrected for humidity", "timeseries", f"""SELECT $__timeGroupAlias(p.bucket, '1h'), d.device_id AS metric,
   (p.sum / p.n) / (1 + (0.4 / 1.65) / (100.0 / least(greatest(r.sum / r.n, 1.0), 95.0) - 1)) AS value
 FROM readings_hourly p
 JOIN readings_hourly r ON r.device_id = p.device_id AND r.bucket = p.bucket AND r.metric = {M['rh']}
 JOIN {DEV_JOIN} ON d.id = p.device_id
 WHERE p.metric = {M['pm25']} AND $__timeFilter(p.bucket) AND $__timeFilter(r.bucket) AND {AIR_FILTER}
-ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
+ORDER BY p.bucket, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
         description="κ-Köhler growth correction (Crilley et al. 2018), κ = 0.4, RH capped at 95 %."),
 ))
 
