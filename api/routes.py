@@ -8,7 +8,6 @@ for collection detection, "not_out" feeds the not-put-out alert: both are stored
 ``crew_reports`` for those stages to read.
 """
 
-from collections.abc import Iterator
 from datetime import date as Date, datetime
 from typing import Annotated, Literal
 
@@ -18,7 +17,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 
-from api.auth import Principal, require
+from api import audit
+from api.auth import Principal, connection, require, token_loader_page
 from routing import crew, store
 from routing.fleet import FleetError, validate_fleet
 from routing.plan import PlanParams
@@ -59,14 +59,12 @@ class ReportIn(BaseModel):
 def router(pool: ConnectionPool, graph=None, replan_time_limit_s: float = 5.0) -> APIRouter:
     r = APIRouter()
 
-    def conn() -> Iterator[psycopg.Connection]:
-        with pool.connection() as c:
-            yield c
-
-    Conn = Annotated[psycopg.Connection, Depends(conn)]
-    Reader = Annotated[Principal, Depends(require("admin", "operations", "field_engineer", "integration"))]
+    Conn = Annotated[psycopg.Connection, Depends(connection)]
+    Reader = Annotated[Principal, Depends(require("admin", "operations", "crew", "integration"))]
     Writer = Annotated[Principal, Depends(require("admin", "operations"))]
-    Crew = Annotated[Principal, Depends(require("admin", "field_engineer"))]
+    Crew = Annotated[Principal, Depends(require("admin", "operations", "crew"))]
+    # the page: a browser without a token gets (with the 401) a loader that takes it from the URL fragment
+    CrewPage = Annotated[Principal, Depends(require("admin", "operations", "crew", page=token_loader_page))]
 
     def g(tenant: str):
         return graph if graph is not None else tenant_graph(tenant)
@@ -119,8 +117,9 @@ def router(pool: ConnectionPool, graph=None, replan_time_limit_s: float = 5.0) -
         return {"tenant": tenant, "name": name, "config": cfg.dump()}
 
     @r.get("/routes/plans/{plan_id}", tags=["routes"])
-    def read_plan(c: Conn, _: Reader, plan_id: int) -> dict:
+    def read_plan(c: Conn, p: Reader, plan_id: int) -> dict:
         row = plan_row(c, plan_id)
+        audit.route_view(c, p, row["tenant"], plan_id, row["plan"], None, "plan")
         return {"plan_id": row["id"], "tenant": row["tenant"], "status": row["status"], "parent_id": row["parent_id"],
                 "reason": row["reason"], "latest_id": store.latest_plan(c, plan_id), "plan": row["plan"]}
 
@@ -146,23 +145,26 @@ def router(pool: ConnectionPool, graph=None, replan_time_limit_s: float = 5.0) -
         return row, rt
 
     @r.get("/crew/{plan_id}/{route_id}.gpx", tags=["crew"])
-    def gpx(c: Conn, _: Crew, plan_id: int, route_id: str) -> Response:
+    def gpx(c: Conn, p: Crew, plan_id: int, route_id: str) -> Response:
         row, rt = route_or_404(c, plan_id, route_id)
+        audit.route_view(c, p, row["tenant"], plan_id, row["plan"], route_id, "gpx")
         return Response(crew.route_gpx(g(row["tenant"]), plan_id, rt), media_type="application/gpx+xml",
                         headers={"Content-Disposition": f'attachment; filename="{route_id}-{plan_id}.gpx"'})
 
     @r.get("/crew/{plan_id}/{route_id}.geojson", tags=["crew"])
-    def geojson(c: Conn, _: Crew, plan_id: int, route_id: str) -> JSONResponse:
+    def geojson(c: Conn, p: Crew, plan_id: int, route_id: str) -> JSONResponse:
         row, rt = route_or_404(c, plan_id, route_id)
+        audit.route_view(c, p, row["tenant"], plan_id, row["plan"], route_id, "geojson")
         return JSONResponse(crew.route_geojson(g(row["tenant"]), plan_id, rt), media_type="application/geo+json")
 
     @r.get("/crew/{plan_id}/{route_id}", response_class=HTMLResponse, tags=["crew"])
-    def crew_page(c: Conn, plan_id: int, route_id: str) -> Response:
-        # the page itself holds no data beyond the route; reports need the crew role
+    def crew_page(c: Conn, p: CrewPage, plan_id: int, route_id: str) -> Response:
+        # open it as /crew/<plan>/<route>#token=<crew token>: the fragment never reaches the server
         latest = store.latest_plan(c, plan_id)
         if latest != plan_id and crew.route_of(plan_row(c, latest)["plan"], route_id) is not None:
             return RedirectResponse(f"/crew/{latest}/{route_id}", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
         row, rt = route_or_404(c, plan_id, route_id)
+        audit.route_view(c, p, row["tenant"], plan_id, row["plan"], route_id, "crew_page")
         base = f"/crew/{plan_id}/{route_id}"
         return HTMLResponse(crew.crew_page(g(row["tenant"]), plan_id, rt, base + "/reports", base),
                             headers={"Cache-Control": "no-store"})

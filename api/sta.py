@@ -1,7 +1,8 @@
 """Public, read-only OGC SensorThings API v1.1 (a subset) for non-personal data.
 
 Mounted by the lead with ``app.include_router(sta.router(pool))`` under
-``/sta/v1.1``.  No authentication: only public data is reachable here.
+``/sta/v1.1``.  Open to every role, anonymous callers included (declared
+router-wide): only public data is reachable here.
 
 * Things / Locations: air-quality and noise sites, and **street** litter bins.
   Household bins are excluded by the one predicate every statement shares
@@ -29,6 +30,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from api.auth import EVERYONE, connection, require
 from contract import v1
 
 PREFIX = "/sta/v1.1"
@@ -123,12 +125,11 @@ def _iso(t: datetime) -> str:
 
 
 def router(pool: ConnectionPool) -> APIRouter:
-    r = APIRouter(prefix=PREFIX, tags=["open data: SensorThings"])
+    r = APIRouter(prefix=PREFIX, tags=["open data: SensorThings"], dependencies=[Depends(require(*EVERYONE))])
 
-    def conn() -> Iterator[psycopg.Connection]:
-        with pool.connection() as c:
-            c.row_factory = dict_row
-            yield c
+    def conn(c: psycopg.Connection = Depends(connection)) -> Iterator[psycopg.Connection]:
+        c.row_factory = dict_row
+        yield c
 
     Conn = Annotated[psycopg.Connection, Depends(conn)]
     Top = Annotated[int, Query(alias="$top", ge=0, le=1000)]

@@ -14,7 +14,6 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
 
 from routing import plan as P
 from routing.cvrplib import fleet_size, load_instance, rounded_euclidean, solve_ortools, solve_pyvrp
@@ -191,12 +190,13 @@ def api(db_url, tiny):
     from contextlib import asynccontextmanager
 
     from api import routes
+    from api.auth import make_pool
+    from tests.support.api_auth import make_token, mount
     from tests.support.http import serve
 
     sc, fl = tiny
     _seed_db(db_url, fl)
-    pool = ConnectionPool(db_url, min_size=1, max_size=4, open=False,
-                          kwargs={"row_factory": dict_row, "autocommit": True})
+    pool = make_pool(db_url, max_size=4)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -205,15 +205,16 @@ def api(db_url, tiny):
         pool.close()
 
     app = FastAPI(lifespan=lifespan)
-    app.state.api_token = None
+    mount(app, pool)
     app.include_router(routes.router(pool, graph=sc.graph, replan_time_limit_s=1.0))
+    tokens = {role: make_token(db_url, role, fl.tenant) for role in ("operations", "crew")}
     with serve(app) as base:
-        yield base, sc, fl
+        yield base, sc, fl, tokens
 
 
 def test_api_plan_crew_report_replan(api):
-    base, sc, fl = api
-    with httpx.Client(base_url=base, timeout=60) as h:
+    base, sc, fl, tokens = api
+    with httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {tokens['operations']}"}) as h:
         r = h.post("/routes/plans", json={"tenant": fl.tenant, "date": "2026-03-02", "time_limit_s": 1})
         assert r.status_code == 201, r.text
         s = r.json()
