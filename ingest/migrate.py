@@ -78,7 +78,7 @@ def _choose_variant(conn: psycopg.Connection, timescale: str) -> Variant:
     return "plain"
 
 
-def migrate(conn: psycopg.Connection, *, timescale: str = "auto", retention_days: int = 730) -> list[str]:
+def migrate(conn: psycopg.Connection, *, timescale: str = "auto", retention_days: int = 3653) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to run concurrently and repeatedly."""
     conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
@@ -319,7 +319,7 @@ def maintain_plain(conn: psycopg.Connection, retention_days: int) -> dict[str, i
     return {"partitions_created": made, "partitions_dropped": dropped, "hours_refreshed": hours}
 
 
-def maintain(conn: psycopg.Connection, retention_days: int = 730) -> dict[str, int]:
+def maintain(conn: psycopg.Connection, retention_days: int = 3653) -> dict[str, int]:
     """Periodic housekeeping for whichever variant the database uses."""
     conn.autocommit = True
     if storage_variant(conn) == "plain":

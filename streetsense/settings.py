@@ -107,8 +107,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     #: Use TimescaleDB when the server has it ("auto"), insist ("on"), or never ("off").
     timescale: Literal["auto", "on", "off"] = "auto"
-    #: Raw readings are kept this long; hourly/daily aggregates are kept.
-    retention_days: int = 730
+    #: Backstop: no raw reading is kept longer than this (whole partitions /
+    #: chunks are dropped); hourly/daily aggregates are kept.  The default covers
+    #: the longest per-class policy (public sensor readings, 10 years); the
+    #: per-class policies (``streetsense retention``) delete earlier.
+    retention_days: int = 3653
 
     ingest_group: str = "ingest"
     #: MQTT client ids are "<prefix>-<slot>"; keep them stable so a restarted

@@ -197,7 +197,8 @@ def test_cli_show_and_dry_run(db_url):
     with psycopg.connect(db_url, autocommit=True) as conn:
         seed(conn, rollups=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREETSENSE_") and k != "DATABASE_URL_FILE"}
-    env.update(DATABASE_URL=db_url, STREETSENSE_CONFIG="/nonexistent.toml")
+    # a backstop shorter than the longest reading policy is warned about
+    env.update(DATABASE_URL=db_url, STREETSENSE_CONFIG="/nonexistent.toml", STREETSENSE_RETENTION_DAYS="730")
     run = lambda *a: subprocess.run([sys.executable, "-c", "from streetsense.cli import app; app()", "retention", *a],
                                     env=env, capture_output=True, text=True, timeout=120)
     r = run("show", "--json")
