@@ -14,6 +14,8 @@ BATCH_READINGS = Histogram("streetsense_ingest_batch_readings", "Readings per co
                            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000))
 PENDING = Gauge("streetsense_ingest_pending_messages", "Messages received but not yet acknowledged")
 LAG = Gauge("streetsense_ingest_lag_seconds", "Age of the oldest received, not yet committed message")
+FORGED_REPLAYS = Counter("streetsense_ingest_forged_replay_marks",
+                         "Messages whose ss-replay marker did not verify (treated as live, rate limited)")
 RATE_LIMITED = Counter("streetsense_ingest_rate_limited_readings",
                        "Readings over their device's rate limit (quarantined as rate_limited, replayable)")
 WRITE_ERRORS = Counter("streetsense_ingest_write_errors", "Database errors while writing (batch retried)")

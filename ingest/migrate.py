@@ -114,7 +114,8 @@ def migrate(conn: psycopg.Connection, *, timescale: str = "auto", retention_days
 API_ROLE = "streetsense_api"
 DATASOURCE_ROLE = "streetsense_datasource"
 #: Never granted to the restricted roles, whatever they contain.
-SECRET_TABLES = frozenset({"api_tokens", "service_accounts", "device_credentials", "ss_role_tenants"})
+SECRET_TABLES = frozenset({"api_tokens", "service_accounts", "device_credentials", "ss_role_tenants",
+                           "ingest_replay_key"})
 #: Reference data without a tenant that datasource (Grafana) roles may read.
 DATASOURCE_GLOBAL = frozenset({"metrics"})
 DEVICE_COLUMNS = ("device_id", "device_pk")

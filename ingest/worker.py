@@ -36,6 +36,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ingest import metrics as m
 from ingest.handler import Handled, MessageHandler, batch_of
+from ingest.quarantine import is_replay, load_replay_key
 from ingest.ratelimit import DEFAULT_BURST, DEFAULT_RATE, RateLimiter
 from ingest.registry import DeviceRegistry
 from ingest.store import Batch, QuarantineRow, ReadingStore, WriteResult
@@ -98,6 +99,7 @@ class IngestWorker:
         self._cv = threading.Condition()
         self._stop = threading.Event()
         self._pending = 0
+        self._replay_key: bytes | None = None
         self.stats = {"messages": 0, "inserted": 0, "duplicates": 0, "quarantined": 0, "batches": 0}
 
     # --- network thread --------------------------------------------------
@@ -142,6 +144,23 @@ class IngestWorker:
         self._gen += 1
         log.warning("mqtt disconnected", reason=str(rc))
 
+    def _is_replay(self, topic: str, payload: bytes, mark: str) -> bool:
+        # The key is read once, on the first marked message. If the database is
+        # unreachable the message is simply not treated as a replay: at worst it
+        # is rate limited into quarantine again, from where it can be replayed.
+        if self._replay_key is None:
+            try:
+                with self.pool.connection(timeout=5) as conn:
+                    self._replay_key = load_replay_key(conn) or b""
+            except Exception:
+                log.warning("replay key unavailable; replay marker ignored", topic=topic)
+                return False
+        if not is_replay(self._replay_key or None, topic, payload, mark):
+            m.FORGED_REPLAYS.inc()
+            log.warning("ss-replay marker does not verify; treated as a live message", topic=topic)
+            return False
+        return True
+
     def _on_message(self, c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         now = time.time()
         received_ms = int(now * 1000)
@@ -149,7 +168,8 @@ class IngestWorker:
         # own receive time as user property "ss-rx" (Unix ms); judge the pack
         # against that, never later than now (a gateway clock ahead of ours).
         # "ss-invalid" is the gateway's verdict (honoured for rate_limited) and
-        # "ss-replay" marks `streetsense quarantine replay` (no rate limit).
+        # "ss-replay" marks `streetsense quarantine replay` (no rate limit) when
+        # its HMAC under the database's replay key checks out.
         mark, replay = None, False
         for k, v in getattr(msg.properties, "UserProperty", None) or ():
             if k == "ss-rx":
@@ -160,7 +180,7 @@ class IngestWorker:
             elif k == "ss-invalid":
                 mark = v
             elif k == "ss-replay":
-                replay = True
+                replay = self._is_replay(msg.topic, msg.payload, v)
         try:
             h = self.handler.handle(msg.topic, msg.payload, received_ms, replay=replay, mark=mark)
         except Exception as e:  # a bug in decoding must not kill the worker or lose the message

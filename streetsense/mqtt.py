@@ -46,13 +46,14 @@ def connect(c: mqtt.Client, session: bool = True) -> None:
 
 def publish_all(c: mqtt.Client, messages: Iterable[tuple[str, bytes]], *, qos: int = 1, rate: float | None = None,
                 on_sent: Callable[[int, float], None] | None = None, timeout: float = 600.0,
-                properties: Properties | None = None) -> int:
+                properties: Properties | Callable[[str, bytes], Properties] | None = None) -> int:
     """Publish every message and wait until the broker acknowledged all of them.
 
     Survives broker restarts: on a lost connection it reconnects and paho
     re-sends the QoS 1 messages still unacknowledged. ``rate`` paces messages
     per second; ``on_sent(index, time)`` is called as each one is handed over.
-    ``properties`` (MQTT 5) go with every message.
+    ``properties`` (MQTT 5) go with every message; a callable
+    ``properties(topic, payload)`` gives each message its own.
     Returns the number published.
     """
     infos = []
@@ -63,7 +64,8 @@ def publish_all(c: mqtt.Client, messages: Iterable[tuple[str, bytes]], *, qos: i
             due = t0 + i / rate
             while time.monotonic() < due:
                 _pump(c, max(0.0, min(0.01, due - time.monotonic())))
-        infos.append(c.publish(topic, payload, qos=qos, properties=properties))
+        props = properties(topic, payload) if callable(properties) else properties
+        infos.append(c.publish(topic, payload, qos=qos, properties=props))
         if on_sent:
             on_sent(i, time.time())
         _pump(c, 0)

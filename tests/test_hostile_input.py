@@ -135,6 +135,43 @@ def test_flood_from_one_device_is_quarantined_rate_limited_others_flow_and_repla
     assert len(q) == len(over) and all(r[5] is not None for r in q), "replayed rows are not re-armed"
 
 
+def test_a_device_cannot_forge_the_replay_marker_to_dodge_the_limit(db_url, broker):
+    """``ss-replay`` is an HMAC under the database's key: a flooder that sets it
+    itself (a plain "1", or a signature made with some other key) is still
+    rate limited, and its excess is quarantined, not lost."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from ingest.quarantine import replay_mark
+
+    (hog,) = register(db_url, 1)
+    rate, burst = 5.0, 200
+    msgs = flood(hog, 30)
+    ok, over = split(msgs, rate, burst)
+    assert len(over) >= 20
+
+    def forged(topic: str, payload: bytes) -> Properties:
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = ("ss-replay", "1" if hash(payload) % 2 else replay_mark(b"x" * 32, topic, payload))
+        return props
+
+    before = counter("streetsense_ingest_forged_replay_marks_total")
+    with worker_thread(db_url, broker.url, rate_readings_per_s=rate, rate_burst=burst):
+        publish_all(make_client(broker.url, "forger"), msgs, properties=forged)
+        wait_for(lambda: len(quarantine(db_url)) >= len(over) and len(rows_of(db_url)) >= len(expected(ok)),
+                 what="forged flood stored and quarantined")
+        time.sleep(0.5)
+        assert rows_of(db_url) == expected(ok)
+        q = quarantine(db_url)
+        assert {(t, bytes(p)) for t, _, _, p, _, _ in q} == set(over)
+        assert {code for _, code, _, _, _, _ in q} == {"rate_limited"}
+        assert counter("streetsense_ingest_forged_replay_marks_total") - before == len(msgs)
+        # the operator's signed replay still gets them in
+        with psycopg.connect(db_url) as c:
+            assert replay(c, broker.url, reason_code="rate_limited") == len(over)
+        wait_for(lambda: rows_of(db_url) == expected(msgs), what="signed replay stored")
+
+
 # --- through a gateway ---------------------------------------------------------------
 
 def test_gateway_marks_a_flood_rate_limited_and_the_centre_quarantines_exactly_that(db_url, tmp_path):
