@@ -54,6 +54,7 @@ from gateway.settings import GatewaySettings
 from gateway.sntp import SntpServer
 from ingest.ratelimit import RateLimiter
 from streetsense.embedded import MqttTarget
+from streetsense.identity.mosquitto import gateway_client_id
 from streetsense.logs import get_logger, redact_url
 
 log = get_logger("gateway")
@@ -121,7 +122,8 @@ class GatewayService:
                                       device_bind=s.local_bind, password_file=s.password_file, acl_file=s.acl_file)
         self.sntp: SntpServer | None = None
         self.health_topic = health_topic(s.tenant, s.gateway_id)
-        self.client_id = f"ss-gw-{s.gateway_id}"
+        # derived from the central account's secret: no other account can name (and take over) the session
+        self.client_id = gateway_client_id(s.gateway_id, MqttTarget.parse(s.central_url).password)
         self.local: mqtt.Client | None = None
         self.central: mqtt.Client | None = None
         self.central_up = False           # CONNACK received, forwarder attached

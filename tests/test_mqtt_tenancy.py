@@ -224,3 +224,23 @@ def test_no_other_account_can_take_over_the_ingest_session(town):
     # what the secret protects: whoever names the client id takes the session over
     svc("gw-york", client_id=client_id)
     assert eventually(lambda: ing.disconnected is not None)
+
+
+def test_no_other_account_can_take_over_a_gateway_session(town):
+    """The gateway's central client id is derived from its secret: another council's
+    account guessing ``ss-gw-<id>`` gets its own session and leaves the gateway's alone."""
+    b, creds, dev, svc = town
+    client_id = m.gateway_client_id("gw-leeds", creds["gw-leeds"].secret)
+    assert creds["gw-leeds"].secret not in client_id
+    gw = svc("gw-leeds", client_id=client_id)
+    assert gw.subscribe("ss/v1/leeds/+/cfg") == 1
+    for guess in ("ss-gw-gw-leeds", "gw-leeds", "svc_gw-leeds", "ss-gw-leeds"):
+        svc("gw-york", client_id=guess)
+    api = svc("api-leeds")
+    for i in range(3):
+        assert api.publish(v1.topic("leeds", f"bin-{i}", v1.CFG), b"{}") in ACCEPTED
+    assert eventually(lambda: len(gw.messages) >= 3)
+    assert gw.disconnected is None
+    # what the secret protects: whoever names the client id takes the session over
+    svc("gw-york", client_id=client_id)
+    assert eventually(lambda: gw.disconnected is not None)

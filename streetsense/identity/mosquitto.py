@@ -125,6 +125,31 @@ def ingest_names(secret: str, group: str = "ingest", slot: str = "0") -> tuple[s
     return name, f"{name}-{slot}"
 
 
+def gateway_client_id(gateway_id: str, secret: str | None) -> str:
+    """A gateway's client id on the central broker, derived from its account's secret.
+
+    Mosquitto lets whoever connects with an existing client id take that session
+    over (the older connection is dropped).  A guessable ``ss-gw-<id>`` would let
+    any authenticated account knock a gateway off the backhaul again and again;
+    with a tag only holders of the gateway's secret can compute, nobody else can
+    name its session.  Without a secret (a broker without passwords: the demo)
+    the plain id is used.
+
+    >>> gateway_client_id("site-1", None)
+    'ss-gw-site-1'
+    >>> cid = gateway_client_id("site-1", "s3cret")
+    >>> cid.startswith("ss-gw-site-1-") and len(cid) == len("ss-gw-site-1-") + 16
+    True
+    >>> gateway_client_id("site-1", "other") == cid
+    False
+    """
+    if not secret:
+        return f"ss-gw-{gateway_id}"
+    tag = hmac.new(secret.encode(), b"streetsense/gateway-client-id/v1\0" + gateway_id.encode(),
+                   hashlib.sha256).hexdigest()[:16]
+    return f"ss-gw-{gateway_id}-{tag}"
+
+
 def acl_file(devices: Iterable[DeviceEntry], services: Iterable[ServiceEntry], *, header: bool = True) -> str:
     """The ACL file: one ``user`` block per device and service account, nothing for anyone else."""
     out = [_head("Mosquitto ACL")] if header else []
