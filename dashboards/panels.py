@@ -226,13 +226,18 @@ WHERE h.metric IN ({M['pm25']}, {M['pm10']}) AND $__timeFilter(h.bucket) AND {AI
 ORDER BY h.bucket, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
         description="One series per site and pollutant (readings_hourly has one row per site, pollutant and hour; "
                     "sorted on the hour itself, the same order as on the time column)."),
-    PanelSpec("PM2.5 corrected for humidity", "timeseries", f"""SELECT $__timeGroupAlias(p.bucket, '1h'), d.device_id AS metric,
-  (p.sum / p.n) / (1 + (0.4 / 1.65) / (100.0 / least(greatest(r.sum / r.n, 1.0), 95.0) - 1)) AS value
-FROM readings_hourly p
-JOIN readings_hourly r ON r.device_id = p.device_id AND r.bucket = p.bucket AND r.metric = {M['rh']}
-JOIN {DEV_JOIN} ON d.id = p.device_id
-WHERE p.metric = {M['pm25']} AND $__timeFilter(p.bucket) AND $__timeFilter(r.bucket) AND {AIR_FILTER}
-ORDER BY p.bucket, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
+    PanelSpec("PM2.5 corrected for humidity", "timeseries", f"""SELECT $__timeGroupAlias(s.bucket, '1h'), d.device_id AS metric,
+  s.pm / (1 + (0.4 / 1.65) / (100.0 / least(greatest(s.rh, 1.0), 95.0) - 1)) AS value
+FROM (SELECT h.device_id, h.bucket,   -- one scan of both metrics, paired per site and hour
+        sum(h.sum) FILTER (WHERE h.metric = {M['pm25']}) / sum(h.n) FILTER (WHERE h.metric = {M['pm25']}) AS pm,
+        sum(h.sum) FILTER (WHERE h.metric = {M['rh']}) / sum(h.n) FILTER (WHERE h.metric = {M['rh']}) AS rh
+      FROM readings_hourly h
+      WHERE h.metric IN ({M['pm25']}, {M['rh']}) AND $__timeFilter(h.bucket)
+        AND h.device_id IN (SELECT id FROM devices WHERE tenant = '$tenant' AND kind = 'air')
+      GROUP BY 1, 2) s
+JOIN {DEV_JOIN} ON d.id = s.device_id
+WHERE s.pm IS NOT NULL AND s.rh IS NOT NULL AND {AIR_FILTER}
+ORDER BY s.bucket, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
         description="κ-Köhler growth correction (Crilley et al. 2018), κ = 0.4, RH capped at 95 %."),
 ))
 
