@@ -39,28 +39,93 @@ def _value(x) -> float:
 
 
 class _RankNorm:
-    """Value / the ``q`` quantile of the last ``H`` values (0 until 50 seen)."""
+    """Value / the ``q`` quantile of (about) the last ``H`` values (0 until 50 seen).
 
-    __slots__ = ("h", "s", "H", "q")
+    Bounded state: an exponentially decayed histogram on a log scale (``_LOG_STEP`` wide bins,
+    interpolated log-uniformly inside a bin) instead of the last ``H`` values themselves; the decay
+    ``1/H`` per value gives the same effective memory (~``H`` values) with O(1) state per scorer.
+    The old exact window (20,000 floats twice over, per device and metric) grew with time until full:
+    ~0.8 KB per device per simulated day, hundreds of MB for a town.
+    """
+
+    __slots__ = ("H", "q", "n", "w", "total", "bins", "qv", "stale")
 
     def __init__(self, H: int, q: float) -> None:
-        self.h: deque = deque()
-        self.s: list[float] = []
         self.H = H
         self.q = q
+        self.n = 0  # values seen (the warm-up gate)
+        self.w = 1.0  # weight of the next value (grows by 1/(1-1/H): decay without touching the bins)
+        self.total = 0.0
+        self.bins: dict[int, float] = {}
+        self.qv: float | None = None  # cached quantile
+        self.stale = 0
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, st) -> None:
+        if isinstance(st, tuple):  # slots-only pickle (older checkpoints)
+            st = st[1] or {}
+        if "bins" in st:
+            for k in self.__slots__:
+                setattr(self, k, st[k])
+            return
+        # a checkpoint of the old exact window (h, s): rebuild from its values, oldest first
+        self.__init__(st.get("H", 20000), st.get("q", 0.99))
+        for v in st.get("h", ()):
+            self.add(v)
+
+    @staticmethod
+    def _bin(v: float) -> int:
+        if v <= _LOG_LO:
+            return _BIN_MIN
+        return max(_BIN_MIN, min(_BIN_MAX, int(math.floor(math.log(v) / _LOG_STEP))))
+
+    def _quantile(self) -> float:
+        target = self.q * self.total
+        acc = 0.0
+        ks = sorted(self.bins)
+        for k in ks:
+            c = self.bins[k]
+            if acc + c >= target:
+                if k == _BIN_MIN:
+                    return 0.0
+                f = (target - acc) / c if c > 0 else 1.0
+                return math.exp((k + f) * _LOG_STEP)
+            acc += c
+        return math.exp((ks[-1] + 1) * _LOG_STEP) if ks else 0.0
 
     def norm(self, v: float) -> float:
-        s = self.s
-        if len(s) < 50:
+        if self.n < 50:
             return 0.0
-        return v / (s[min(len(s) - 1, int(self.q * len(s)))] + 1e-9)
+        if self.qv is None or self.stale >= _REQUANT:
+            self.qv, self.stale = self._quantile(), 0
+        return v / (self.qv + 1e-9)
 
     def add(self, v: float) -> None:
-        self.h.append(v)
-        bisect.insort(self.s, v)
-        if len(self.h) > self.H:
-            o = self.h.popleft()
-            del self.s[bisect.bisect_left(self.s, o)]
+        self.n += 1
+        k = self._bin(v)
+        self.bins[k] = self.bins.get(k, 0.0) + self.w
+        self.total += self.w
+        self.w /= 1.0 - 1.0 / self.H
+        if self.w > 1e150:  # renormalise (rarely): same distribution, smaller numbers
+            s = 1.0 / self.w
+            self.bins = {kk: c * s for kk, c in self.bins.items() if c * s > 1e-300}
+            self.total *= s
+            self.w = 1.0
+        self.stale += 1
+        if self.n <= 100:
+            self.qv = None  # early on every value moves the quantile
+
+
+#: log-scale bin width of the rank histogram (10 % wide bins; interpolated inside a bin)
+_LOG_STEP = math.log(1.1)
+#: scores span ~1e-3..1e4 in practice: 10 % bins over that are at most ~170 of them per histogram
+_LOG_LO = 1e-3
+_BIN_MIN = int(math.floor(math.log(_LOG_LO) / _LOG_STEP)) - 1
+_BIN_MAX = int(math.floor(math.log(1e4) / _LOG_STEP))
+#: re-read the quantile every this many values (it moves by ~1/H per value)
+_REQUANT = 16
 
 
 @register

@@ -71,7 +71,7 @@ from stream_models.device import BatteryMonitor, SilenceMonitor
 from stream_models.events import CrewReport, DeviceInfo, Reading, Status, Tick, Verdict
 from stream_models.findings import Finding, make_finding
 from stream_models.noise import NoiseBaseline, NoiseLimits
-from stream_models.roads import AssetRegister, BumpClusterClassifier, BumpClusterer, severity_of
+from stream_models.roads import AssetRegister, BumpClusterClassifier, BumpClusterer, n_days, n_passes, severity_of
 from stream_models.timeutil import DAY_MS, HOUR_MS, MIN_MS, LocalTime
 
 __all__ = ["Engine", "EngineConfig", "ENGINE_VERSION"]
@@ -79,6 +79,9 @@ __all__ = ["Engine", "EngineConfig", "ENGINE_VERSION"]
 ENGINE_VERSION = "engine/1.0.0"
 _HEALTH = frozenset(("bat_v", "rssi", "uptime", "buffered", "errors", "dropped"))
 _BUMP = ("bump_g", "bump_dur", "speed", "lat", "lon")
+#: day summaries kept for judging: a judgement reads only its own day's (the round's other bins), and
+#: judgements wait at most judge_max_wait_h (hours) - two weeks is ample
+_STATUS_DAYS = 14
 
 
 @dataclass
@@ -276,6 +279,7 @@ class _Tenant:
         self.road_class = mk(BumpClusterClassifier)
         self.register = AssetRegister(cfg.road_register.get(name, ()))
         self.last_prune = 0
+        self.status_cut: int | None = None  # local day day_status was last pruned
         self.stats = {"judged": 0, "collected": 0, "undecided_no_data": 0, "unobservable": 0}
 
 
@@ -1076,9 +1080,11 @@ class Engine:
                     continue
                 self._judge_one(ten, ds, b, day, now, out)
             ten.pending = keep
-            # forget old day summaries
-            if len(ten.day_status) > 50000:
-                cut = ten.lt.local_day(now) - 14
+            # forget old day summaries (once a local day; was only past 50,000 of them: grew with time)
+            today = ten.lt.local_day(now)
+            if getattr(ten, "status_cut", None) != today:
+                ten.status_cut = today
+                cut = today - _STATUS_DAYS
                 ten.day_status = {k: v for k, v in ten.day_status.items() if k[0] >= cut}
 
     @staticmethod
@@ -1661,9 +1667,9 @@ class Engine:
         evidence = {
             "cluster_id": c.id,
             "hits": c.n,
-            "passes": len(c.passes),
+            "passes": n_passes(c),
             "vehicles": len(c.devices),
-            "days": len(c.days),
+            "days": n_days(c),
             "p_value_vs_background": c.p_value,
             "background_lambda": round(c.bg_lambda, 3),
             "class_probabilities": {k: round(v, 3) for k, v in probs.items()},
@@ -1675,7 +1681,7 @@ class Engine:
         if kind == "pothole":
             sev = severity_of(np_)
             expl = (
-                f"Probable pothole at {c.lat:.5f}, {c.lon:.5f}: {len(c.passes)} separate passes by "
+                f"Probable pothole at {c.lat:.5f}, {c.lon:.5f}: {n_passes(c)} separate passes by "
                 f"{len(c.devices)} vehicle(s) felt a jolt here (peak {math.exp(feats['log_peak']):.1f} m/s2 "
                 "at "
                 f"{feats['speed'] * 3.6:.0f} km/h; {np_:.1f} m/s2 scaled to 30 km/h), far more than the road "
@@ -1709,7 +1715,7 @@ class Engine:
                 "other": "a rough patch",
             }.get(kind, kind)
             expl = (
-                f"A recurring bump at {c.lat:.5f}, {c.lon:.5f} ({len(c.passes)} passes) that looks like "
+                f"A recurring bump at {c.lat:.5f}, {c.lon:.5f} ({n_passes(c)} passes) that looks like "
                 f"{what}, "
                 f"not a pothole."
             )

@@ -92,9 +92,11 @@ class Cluster:
     lat: float
     lon: float
     n: int = 0
-    passes: set = field(default_factory=set)
-    devices: set = field(default_factory=set)
-    days: set = field(default_factory=set)
+    passes: int = 0  # independent passes (distinct device, pass_gap bucket) so far
+    devices: set = field(default_factory=set)  # vehicles that hit it: bounded by the fleet
+    days: int = 0  # distinct days with a hit
+    last_pass: dict = field(default_factory=dict)  # device -> its last pass bucket (one per device)
+    last_day: int = -1
     s_lp: float = 0.0  # sum log peak
     s_lp2: float = 0.0
     s_ls: float = 0.0  # sum log span
@@ -125,6 +127,35 @@ class Cluster:
 
     def norm_peak(self) -> float:
         return math.exp(self.s_np / max(self.n, 1))
+
+
+#: an unconfirmed hot spot nobody has hit for 4 x prune_days (8 weeks by default) is not going to be
+#: confirmed by passes that old (the vans pass weekly): forget it, else clusters grow with time
+STALE_FACTOR = 4.0
+
+
+def _migrate(c: Cluster) -> None:
+    """Sets of an older checkpoint -> the counts."""
+    if isinstance(c.passes, set):
+        ps = c.passes
+        c.passes = len(ps)
+        c.last_pass = {}
+        for dev, b in sorted(ps, key=lambda p: p[1]):
+            c.last_pass[dev] = b
+    if isinstance(c.days, set):
+        ds = c.days
+        c.days = len(ds)
+        c.last_day = max(ds) if ds else -1
+
+
+def n_passes(c: Cluster) -> int:
+    _migrate(c)
+    return c.passes
+
+
+def n_days(c: Cluster) -> int:
+    _migrate(c)
+    return c.days
 
 
 class AssetRegister:
@@ -302,14 +333,25 @@ class BumpClusterer(StreamModel):
         c.s_sp += sp
         c.s_np += math.log(peak * (30.0 / 3.6) / sp)
         dev = str(ev.get("device", ""))
-        c.passes.add((dev, t // int(self.pass_gap_s * 1000)))
+        # counts instead of the sets of every (device, bucket) / day ever seen (they grew with time):
+        # a device's events reach a cluster in time order, so a pass is new when its bucket differs
+        # from that device's last one, a day when it is later than the last day
+        if isinstance(c.passes, set):  # a checkpoint from before the counts
+            _migrate(c)
+        b = t // int(self.pass_gap_s * 1000)
+        if c.last_pass.get(dev) != b:
+            c.last_pass[dev] = b
+            c.passes += 1
         c.devices.add(dev)
-        c.days.add(t // DAY_MS)
+        d = t // DAY_MS
+        if d != c.last_day:
+            c.last_day = d
+            c.days += 1
         c.t_last = t
         new = False
-        if not c.confirmed and len(c.passes) >= self.min_passes and (len(c.devices) >= 2 or len(c.days) >= 2):
+        if not c.confirmed and c.passes >= self.min_passes and (len(c.devices) >= 2 or c.days >= 2):
             lam = self.background_lambda(c)
-            p = _poisson_sf(len(c.passes), lam)
+            p = _poisson_sf(c.passes, lam)
             c.p_value, c.bg_lambda = p, lam
             if p < self.alpha:
                 c.confirmed, c.confirmed_ms, new = True, t, True
@@ -326,7 +368,7 @@ class BumpClusterer(StreamModel):
         return {
             "id": c.id,
             "hits": c.n,
-            "passes": len(c.passes),
+            "passes": n_passes(c),
             "confirmed": c.confirmed,
             "kind": c.kind,
             "lat": c.lat,
@@ -335,12 +377,14 @@ class BumpClusterer(StreamModel):
         }
 
     def prune(self, now_ms: int) -> int:
-        """Forget unconfirmed single-pass clusters older than ``prune_days``; returns how many."""
+        """Forget unconfirmed single-pass clusters older than ``prune_days`` and unconfirmed ones of any
+        size not hit for ``STALE_FACTOR * prune_days``; returns how many."""
         cut = now_ms - int(self.prune_days * DAY_MS)
+        cut_stale = now_ms - int(STALE_FACTOR * self.prune_days * DAY_MS)
         dead = [
             cid
             for cid, c in self.clusters.items()
-            if not c.confirmed and len(c.passes) <= 1 and c.t_last < cut
+            if not c.confirmed and ((n_passes(c) <= 1 and c.t_last < cut) or c.t_last < cut_stale)
         ]
         for cid in dead:
             c = self.clusters.pop(cid)
