@@ -170,9 +170,21 @@ def variable_sets(loaded, conn) -> list[dict]:
             {**base, "ward": [wards[-1]], "kind": ["noise"], "noise_day": "50", "noise_night": "40"}]
 
 
-def run_every_panel(url: str, loaded, end: dt.datetime) -> dict[tuple[str, str], int]:
+def run_every_panel(url: str, loaded, end: dt.datetime | None = None) -> dict[tuple[str, str], int]:
     """Run every panel of every dashboard for [loaded.start, end] under several variable
-    settings; returns (uid, title) -> rows under the first (All) setting."""
+    settings; returns (uid, title) -> rows under the first (All) setting.
+
+    ``end`` defaults to now.  The simulated week ends at midnight UTC, though, and
+    panels that look at the hours just before the end of the range ("Time to
+    full": the last 12 hourly means) find nothing there later in the day, a state
+    live data never leaves them in; panels empty up to now are therefore run again
+    on a range that ends an hour after the data."""
+    if end is None:
+        counts = run_every_panel(url, loaded, dt.datetime.now(dt.UTC))
+        if any(n == 0 for n in counts.values()):
+            again = run_every_panel(url, loaded, loaded.end + dt.timedelta(hours=1))
+            counts = {k: n or again[k] for k, n in counts.items()}
+        return counts
     counts = {}
     built = models()
     with psycopg.connect(url) as c:
@@ -211,7 +223,7 @@ def week(db_url):
 def test_every_panel_runs_on_plain_postgresql(week):
     url, loaded = week
     assert loaded.readings > 100_000 and loaded.alerts > 5 and loaded.quarantined > 0
-    counts = run_every_panel(url, loaded, dt.datetime.now(dt.UTC))
+    counts = run_every_panel(url, loaded)
     check_counts(counts, loaded)
 
 

@@ -32,7 +32,7 @@ def test_every_panel_runs_on_timescaledb():
             kinds = dict(c.execute("SELECT view_name, materialized_only FROM "
                                    "timescaledb_information.continuous_aggregates").fetchall())
             assert kinds == {"readings_hourly": False, "readings_daily": False}
-        counts = run_every_panel(pg.url, loaded, dt.datetime.now(dt.UTC))
+        counts = run_every_panel(pg.url, loaded)
         check_counts(counts, loaded)
         # the panel rollups (tables here too, refreshed by ss_refresh_rollups and a job) equal their sources,
         # and the changed panels return what their previous statements return
