@@ -147,6 +147,18 @@ def _install_record_factory() -> None:
     _factory_installed = True
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the time of writing.  Binding the stream object
+    at configure time would keep writing to a stream someone has since closed (a
+    test runner's capture, typer's CliRunner), and then every log call raises."""
+
+    def write(self, s: str) -> int:
+        return sys.stderr.write(s)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "INFO", json: bool = False, secrets: Iterable[str | None] = ()) -> None:
     """Configure structlog + stdlib logging once per process, with redaction.
 
@@ -171,7 +183,7 @@ def configure(level: str = "INFO", json: bool = False, secrets: Iterable[str | N
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False),
     ]
     structlog.configure(processors=processors, wrapper_class=structlog.make_filtering_bound_logger(
-        getattr(logging, level.upper(), logging.INFO)), logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+        getattr(logging, level.upper(), logging.INFO)), logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
