@@ -35,7 +35,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from alerts.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_webhook
 from streetsense.embedded import free_port
 
-__all__ = ["Council"]
+__all__ = ["Council", "serve_on"]
+
+
+def serve_on(port: int, handler: type[BaseHTTPRequestHandler],
+             name: str) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """Serve ``handler`` on 127.0.0.1:``port`` in a daemon thread.  Binding is retried
+    for up to 10 s, so a server stopped on purpose can come back on the same port."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True)
+    thread.start()
+    return httpd, thread
 
 
 class Council:
@@ -69,19 +88,7 @@ class Council:
             def log_message(self, *args: object) -> None:
                 pass
 
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="council", daemon=True)
-        self._thread.start()
+        self._httpd, self._thread = serve_on(self.port, Handler, "council")
         return self
 
     def stop(self) -> None:

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from streetsense.chaos.council import serve_on
 from streetsense.embedded import free_port
 
 
@@ -55,19 +56,7 @@ class LocalServer:
             def log_message(self, *args) -> None:
                 pass
 
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
+        self._httpd, self._thread = serve_on(self.port, Handler, "webhook-test-server")
         return self
 
     def stop(self) -> None:
