@@ -482,13 +482,22 @@ def test_full_queue_refuses_devices_then_recovers_without_loss(tmp_path):
             pub = threading.Thread(target=run_node, daemon=True)
             pub.start()
             wait_until(lambda: svc.refusals >= 1, 30, "queue full")
-            time.sleep(0.5)
+            health = s.data_dir / "health.json"
+
+            def health_says_refusing() -> bool:
+                try:
+                    return bool(json.loads(health.read_bytes()).get("refusing"))
+                except (OSError, ValueError):
+                    return False             # not written yet, or caught mid-replace
+
+            # the health file is written periodically: wait for it rather than guess its period
+            wait_until(health_says_refusing, 15, "health file says refusing")
             # refused: the device listener is closed, devices cannot connect and keep their data
             with pytest.raises(ConnectionRefusedError):
                 socket.create_connection(("127.0.0.1", s.local_port), timeout=2).close()
             used = queue_used_bytes(s.queue_file)
             assert used <= max_bytes
-            h = json.loads((s.data_dir / "health.json").read_bytes())
+            h = json.loads(health.read_bytes())
             assert h["refusing"] and h["refusals"] >= 1 and h["queue_bytes"] <= max_bytes
             assert pub.is_alive(), f"the device is still holding messages {errors}"
             assert node.get("refused", 0) >= 1
