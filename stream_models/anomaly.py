@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections import deque
 
 from stream_models.base import StreamModel, register
@@ -48,7 +49,7 @@ class _RankNorm:
     ~0.8 KB per device per simulated day, hundreds of MB for a town.
     """
 
-    __slots__ = ("H", "q", "n", "w", "total", "bins", "qv", "stale")
+    __slots__ = ("H", "q", "n", "w", "total", "lo", "bins", "qv", "stale")
 
     def __init__(self, H: int, q: float) -> None:
         self.H = H
@@ -56,7 +57,10 @@ class _RankNorm:
         self.n = 0  # values seen (the warm-up gate)
         self.w = 1.0  # weight of the next value (grows by 1/(1-1/H): decay without touching the bins)
         self.total = 0.0
-        self.bins: dict[int, float] = {}
+        #: decayed weight per log bin ``lo + i`` at index ``i``, over the span seen so far (a flat array:
+        #: no per-bin objects; typically 20-60 bins of the ~170 possible)
+        self.lo = 0
+        self.bins = array("d")
         self.qv: float | None = None  # cached quantile
         self.stale = 0
 
@@ -68,7 +72,14 @@ class _RankNorm:
             st = st[1] or {}
         if "bins" in st:
             for k in self.__slots__:
-                setattr(self, k, st[k])
+                if k in st:
+                    setattr(self, k, st[k])
+            if isinstance(self.bins, dict):  # a checkpoint from before the flat array: {bin: weight}
+                old = self.bins
+                self.lo, self.bins = (min(old), array("d")) if old else (0, array("d"))
+                for k in sorted(old):
+                    self._slot(k)
+                    self.bins[k - self.lo] = old[k]
             return
         # a checkpoint of the old exact window (h, s): rebuild from its values, oldest first
         self.__init__(st.get("H", 20000), st.get("q", 0.99))
@@ -84,16 +95,32 @@ class _RankNorm:
     def _quantile(self) -> float:
         target = self.q * self.total
         acc = 0.0
-        ks = sorted(self.bins)
-        for k in ks:
-            c = self.bins[k]
+        top = None
+        lo = self.lo
+        for i, c in enumerate(self.bins):
+            if c <= 0.0:
+                continue
+            top = i
             if acc + c >= target:
-                if k == _BIN_MIN:
+                if lo + i == _BIN_MIN:
                     return 0.0
-                f = (target - acc) / c if c > 0 else 1.0
-                return math.exp((k + f) * _LOG_STEP)
+                f = (target - acc) / c
+                return math.exp((lo + i + f) * _LOG_STEP)
             acc += c
-        return math.exp((ks[-1] + 1) * _LOG_STEP) if ks else 0.0
+        return math.exp((top + lo + 1) * _LOG_STEP) if top is not None else 0.0
+
+    def _slot(self, k: int) -> int:
+        """Index of bin ``k``, widening the span to hold it."""
+        b = self.bins
+        if not b:
+            self.lo = k
+            b.append(0.0)
+        elif k < self.lo:
+            b[0:0] = array("d", bytes(8 * (self.lo - k)))
+            self.lo = k
+        elif k >= self.lo + len(b):
+            b.extend(array("d", bytes(8 * (k - self.lo - len(b) + 1))))
+        return k - self.lo
 
     def norm(self, v: float) -> float:
         if self.n < 50:
@@ -104,13 +131,15 @@ class _RankNorm:
 
     def add(self, v: float) -> None:
         self.n += 1
-        k = self._bin(v)
-        self.bins[k] = self.bins.get(k, 0.0) + self.w
+        self.bins[self._slot(self._bin(v))] += self.w
         self.total += self.w
         self.w /= 1.0 - 1.0 / self.H
         if self.w > 1e150:  # renormalise (rarely): same distribution, smaller numbers
             s = 1.0 / self.w
-            self.bins = {kk: c * s for kk, c in self.bins.items() if c * s > 1e-300}
+            b = self.bins
+            for i in range(len(b)):
+                c = b[i] * s
+                b[i] = c if c > 1e-300 else 0.0
             self.total *= s
             self.w = 1.0
         self.stale += 1
@@ -166,14 +195,22 @@ class RobustAnomalyScorer(StreamModel):
         self.refractory = refractory
         self.floor_rel = floor_rel
         self.min_window = min_window
-        self.win: deque = deque()
-        self.sorted: list[float] = []
+        # flat arrays of doubles, not containers of float objects: 8 bytes a value instead of ~32-56,
+        # in memory and in the checkpoint (one scorer per device and metric: thousands in a town)
+        self.win = array("d")  # the window, oldest first
+        self.sorted = array("d")  # the same values, sorted
         self.short: deque = deque(maxlen=k)
-        self.recent: deque = deque(maxlen=m)
+        self.recent = array("d")  # the last m values
         self.r_point = _RankNorm(history, q)
         self.r_shift = _RankNorm(history, q)
-        self.outs: deque = deque(maxlen=max(refractory, 1))
+        self.outs = array("d")  # the last `refractory` raw scores
         self.last: dict = {}
+
+    def __setstate__(self, st: dict) -> None:
+        self.__dict__.update(st)
+        for k in ("win", "sorted", "recent", "outs"):  # checkpoints from before the arrays held deques/lists
+            if not isinstance(getattr(self, k), array):
+                setattr(self, k, array("d", getattr(self, k)))
 
     def _compute(self, v: float) -> tuple[float, float | None, float | None, dict]:
         s = self.sorted
@@ -190,7 +227,7 @@ class RobustAnomalyScorer(StreamModel):
         shift = None
         o2 = 0.0
         if len(self.recent) >= self.m - 1:
-            rl = sorted(list(self.recent)[-(self.m - 1) :] + [v])
+            rl = sorted(self.recent[-(self.m - 1) :].tolist() + [v])
             shift = abs(rl[len(rl) // 2] - med) / scale
             o2 = self.r_shift.norm(shift)
         out = max(o1, o2)
@@ -217,11 +254,15 @@ class RobustAnomalyScorer(StreamModel):
         if shift is not None:
             self.r_shift.add(shift)
         self.recent.append(v)
+        if len(self.recent) > self.m:
+            del self.recent[0]
         self.outs.append(info.get("raw", 0.0))
+        if len(self.outs) > max(self.refractory, 1):
+            del self.outs[0]
         self.win.append(v)
         bisect.insort(self.sorted, v)
         if len(self.win) > self.window:
-            o = self.win.popleft()
+            o = self.win.pop(0)
             del self.sorted[bisect.bisect_left(self.sorted, o)]
         return out
 

@@ -34,7 +34,9 @@ accelerometer when the bin is moved ("motion").
 
 from __future__ import annotations
 
+import bisect
 import math
+from array import array
 from collections import deque
 
 from stream_models.base import StreamModel, register
@@ -50,6 +52,9 @@ __all__ = [
 ]
 
 TILT_CLASSES = ("rest", "handled", "propped", "tipped", "knocked", "lid_open")
+
+#: FillLevelModel remembers its level after this many recent samples (``level_at``)
+_HIST = 96
 
 
 def _median3(a: list[float]) -> float:
@@ -119,7 +124,23 @@ class FillLevelModel(StreamModel):
         self.dur = [0.0] * 7  # ... and of days observed
         self.last_collection: tuple[int, int] | None = None
         self.n = 0
-        self.hist: deque = deque(maxlen=96)  # (t, level) after each sample
+        # (t, level) after each of the last HIST samples, as two flat arrays (no tuple per sample)
+        self.hist_t = array("q")
+        self.hist_v = array("d")
+
+    def __setstate__(self, st: dict) -> None:
+        hist = st.pop("hist", None)  # checkpoints from before the arrays: a deque of (t, level)
+        self.__dict__.update(st)
+        if hist is not None:
+            self.hist_t = array("q", (int(t) for t, _ in hist))
+            self.hist_v = array("d", (float(v) for _, v in hist))
+
+    def _remember(self, t: int, level: float) -> None:
+        self.hist_t.append(t)
+        self.hist_v.append(level)
+        if len(self.hist_t) > _HIST:
+            del self.hist_t[0]
+            del self.hist_v[0]
 
     # ---- learning -------------------------------------------------------
     def learn_one(self, x: dict) -> None:
@@ -146,8 +167,8 @@ class FillLevelModel(StreamModel):
                 self.level = _median3(self.recent)
                 self.last_t, self.last_local = t, loc
                 self.last_collection = (ev["t0"], pt)
-                self.hist.append((pt, min(pf, f)))
-                self.hist.append((t, self.level))
+                self._remember(pt, min(pf, f))
+                self._remember(t, self.level)
                 return ev
             # a lone low reading (spurious echo): forget it and carry on
         if self.level is not None and f < self.level - self.drop_min and f < self.empty_max:
@@ -166,17 +187,13 @@ class FillLevelModel(StreamModel):
                 self.dur[dow] = self.dur[dow] * d + gap_h / 24.0
         self.level = new
         self.last_t, self.last_local = t, loc
-        self.hist.append((t, new))
+        self._remember(t, new)
         return ev
 
     def level_at(self, t: int) -> float | None:
         """The level after the last sample at or before ``t`` (None if not known)."""
-        out = None
-        for tt, lv in self.hist:
-            if tt > t:
-                break
-            out = lv
-        return out
+        i = bisect.bisect_right(self.hist_t, t)
+        return self.hist_v[i - 1] if i else None
 
     def note_emptied(self, t: int) -> None:
         """An emptying seen by other evidence (tip tilt, crew report): restart the level."""

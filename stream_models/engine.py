@@ -46,6 +46,7 @@ from __future__ import annotations
 import bisect
 import math
 import pickle
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -127,6 +128,11 @@ class EngineConfig:
             "*": ["rssi"],
         }
     )
+    #: generic scorer window (values) per device kind ("*" = the rest): a bin reports its RSSI with each
+    #: upload, ~7 a day, so 1,000 values would be five months of it (and 16 KB of state per bin, growing
+    #: all that time); 60 is about a week and a half, against the 3.5 days of 5-minute values (1,000) an
+    #: air or noise node keeps
+    anomaly_window: dict = field(default_factory=lambda: {"bin_fill": 60, "*": 1000})
     anomaly_threshold: float = 3.0
     anomaly_cooldown_h: float = 12.0
     #: model hyperparameter overrides by class name, e.g. {"FillSensorFaults": {"stuck_n": 10}}
@@ -187,6 +193,10 @@ class _Dev:
         self.heard = False
 
 
+#: sample times a bin keeps for gap checks: ~5 days of hourly samples (judgements look back < 2 days)
+_SAMPLES_KEPT = 120
+
+
 class _Bin:
     """Everything the engine knows about one bin."""
 
@@ -226,7 +236,12 @@ class _Bin:
         self.last_emptied = 0
         self.cool: dict[str, int] = {}  # kind -> no new finding before (re-arm delay)
         self.fire_last = -(1 << 62)  # time of the last hot sample
-        self.samples: list[int] = []  # sorted times of recent scheduled samples (gaps)
+        self.samples = array("q")  # sorted times of recent scheduled samples (gaps), flat: no int objects
+
+    def __setstate__(self, st: dict) -> None:
+        self.__dict__.update(st)
+        if not isinstance(self.samples, array):  # a checkpoint from before the flat array
+            self.samples = array("q", self.samples)
 
     def due_on(self, day: int) -> bool:
         if ((day + 3) % 7) not in self.round_days:
@@ -649,7 +664,8 @@ class Engine:
     def _generic(self, ds: _Dev, t: int, metric: str, v: float, out: list) -> None:
         sc = ds.scorers.get(metric)
         if sc is None:
-            sc = ds.scorers[metric] = self._mk(RobustAnomalyScorer)
+            aw = self.config.anomaly_window
+            sc = ds.scorers[metric] = self._mk(RobustAnomalyScorer, window=int(aw.get(ds.kind, aw.get("*", 1000))))
         s = sc.score_learn_one(v)
         thr = self.config.anomaly_threshold * ds.cool.get(("thr", metric), 1.0)
         if s >= thr and t >= ds.cool.get(metric, 0):
@@ -804,8 +820,8 @@ class Engine:
                 sm.append(t)
             else:
                 bisect.insort(sm, t)
-            if len(sm) > 200:
-                del sm[:50]
+            if len(sm) > _SAMPLES_KEPT:
+                del sm[:24]
         f = vals.get("fill")
         if f is None or cls in ("knocked", "lid_open") or hot or b.fire_since is not None:
             return

@@ -83,7 +83,11 @@ def soak_command(
     devices: Annotated[Optional[str], typer.Option(help="device counts, e.g. bins=500,air=5")] = None,
     seed: Optional[int] = None,
     sample_s: Annotated[float, typer.Option(help="sampling interval")] = 10.0,
-    warmup_s: float = 60.0,
+    warmup_s: Annotated[float, typer.Option(help="seconds before measuring")] = 60.0,
+    warmup_speed: Annotated[Optional[float], typer.Option(
+        help="speed during the warm-up (default --speed); faster carries the models past the days in which "
+             "their per-device windows fill, then --settle-s at --speed")] = None,
+    settle_s: Annotated[float, typer.Option(help="seconds at --speed after a faster warm-up")] = 60.0,
     work: Annotated[Optional[Path], typer.Option(help="keep data and logs here (default: a temporary dir)")] = None,
     env: Annotated[Optional[list[str]], typer.Option(help="NAME=VALUE for the gateway and workers")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON only (one line)")] = False,
@@ -93,5 +97,6 @@ def soak_command(
     from streetsense.soak import run_soak
 
     rep = run_soak(minutes, rate=rate, speed=None if rate is not None else speed, scenario=scenario,
-                   devices=devices, seed=seed, sample_s=sample_s, warmup_s=warmup_s, work=work, env=_env(env))
+                   devices=devices, seed=seed, sample_s=sample_s, warmup_s=warmup_s, warmup_speed=warmup_speed,
+                   settle_s=settle_s, work=work, env=_env(env))
     print(json.dumps(rep, indent=None if json_out else 2, default=str))
