@@ -20,8 +20,14 @@ trips the limit. What does trip it is what a broken or hostile node does:
 
 A pack older than the bucket's clock by more than ``late_s`` is history
 (ring drain, gateway backlog, interleaved with the live traffic that moved
-the clock on) and is not charged; a pack a little older is charged without
-refill. The default (20 readings/s, bursts of 2,000) leaves a wide margin:
+the clock on) and is charged to the device's *history allowance* instead:
+``history`` readings (default 10,000: a full 48-pack flash ring of the
+largest packs twice over) that refill at ``rate`` only as the device's clock
+advances. A node that sends ever-older timestamps, whose clock therefore
+never moves, spends that allowance once and is then limited; one that moves
+its clock on to refill it is held to ``rate`` by its own clock (and its clock
+cannot run ahead of real time: far-future readings are refused upstream). A
+pack a little older is charged to the main bucket without refill. The default (20 readings/s, bursts of 2,000) leaves a wide margin:
 two simulated days of every kind, road vehicles included (the largest pack:
 82 records), pass even a limit twenty times tighter; the test suite checks
 ten times (``tests/test_hostile_input.py``).
@@ -37,6 +43,11 @@ True
 (1, 60)
 >>> RateLimiter(rate=0).allow("x", 0, 10**9)    # rate 0 turns the limit off
 True
+>>> old = RateLimiter(rate=10, burst=100, history=500)
+>>> old.allow("n", 1_767_225_600_000, 1)
+True
+>>> [old.allow("n", 1_767_225_600_000 - k * 3_600_000, 200) for k in range(1, 5)]   # ever older
+[True, True, False, False]
 """
 
 from __future__ import annotations
@@ -47,8 +58,10 @@ from dataclasses import dataclass
 DEFAULT_RATE = 20.0
 #: default bucket size (readings)
 DEFAULT_BURST = 2000
-#: packs older than the device's clock by more than this are history (not charged)
+#: packs older than the device's clock by more than this are history (charged to the history allowance)
 DEFAULT_LATE_S = 300.0
+#: default history allowance (readings), refilled at the rate only as the device's clock advances
+DEFAULT_HISTORY = 10_000
 #: most devices tracked at once (a flood of made-up device ids cannot grow memory)
 MAX_DEVICES = 200_000
 
@@ -57,17 +70,19 @@ MAX_DEVICES = 200_000
 class _Bucket:
     tokens: float
     clock_ms: int
+    history: float
 
 
 class RateLimiter:
     """Token buckets keyed by device. Not thread-safe (one per network thread)."""
 
     def __init__(self, rate: float = DEFAULT_RATE, burst: int = DEFAULT_BURST, *, late_s: float = DEFAULT_LATE_S,
-                 max_devices: int = MAX_DEVICES) -> None:
-        if rate < 0 or burst < 0:
-            raise ValueError("rate and burst must be >= 0")
+                 history: int = DEFAULT_HISTORY, max_devices: int = MAX_DEVICES) -> None:
+        if rate < 0 or burst < 0 or history < 0:
+            raise ValueError("rate, burst and history must be >= 0")
         self.rate = float(rate)
         self.burst = float(max(burst, 1))
+        self.history = float(history)
         self.late_ms = int(late_s * 1000)
         self.max_devices = max_devices
         self._buckets: dict[str, _Bucket] = {}
@@ -88,12 +103,21 @@ class RateLimiter:
         if b is None:
             if len(self._buckets) >= self.max_devices:
                 self._evict(time_ms)
-            b = self._buckets[device] = _Bucket(self.burst, time_ms)
+            b = self._buckets[device] = _Bucket(self.burst, time_ms, self.history)
         elif time_ms > b.clock_ms:
-            b.tokens = min(self.burst, b.tokens + (time_ms - b.clock_ms) * self.rate / 1000.0)
+            gained = (time_ms - b.clock_ms) * self.rate / 1000.0
+            b.tokens = min(self.burst, b.tokens + gained)
+            b.history = min(self.history, b.history + gained)
             b.clock_ms = time_ms
         elif time_ms < b.clock_ms - self.late_ms:
-            return True             # history behind live traffic: judged when it was live
+            # history behind live traffic (judged when it was live): its own allowance, which only the
+            # device's clock moving on refills, so timestamps that only ever go back run it dry
+            if b.history >= n:
+                b.history -= n
+                return True
+            self.limited += 1
+            self.limited_readings += n
+            return False
         if b.tokens >= n:
             b.tokens -= n
             return True

@@ -371,6 +371,28 @@ def test_unknown_tenants_and_devices_quarantined_worker_survives_and_replay_stor
     assert pending == [("nowhere-0", 100), ("nowhere-2", 100)]
 
 
+def test_ever_older_timestamps_run_dry_the_history_allowance_and_are_quarantined(db_url, broker):
+    """A node whose timestamps only go back (a broken RTC, or a replay attack) never moves its clock,
+    so its bucket never refills: history is allowed up to the allowance (a full flash ring twice over),
+    then every further pack is quarantined ``rate_limited``. The default limits, the real worker."""
+    (dev,) = register(db_url, 1)
+    live = (v1.topic(TENANT, dev, v1.UP), v1.encode_json(dev, BASE, 0, [("fill", 500, 0)]))
+    back = [(v1.topic(TENANT, dev, v1.UP),
+             v1.encode_json(dev, BASE - k * 600, k, [("fill", (k + j) % 1000, j) for j in range(100)]))
+            for k in range(1, 141)]                          # 14,000 readings, each pack 10 min older
+    ok, over = split([live, *back], 20.0, 2000)
+    assert len(over) >= 30 and live in ok                    # the allowance (10,000) runs dry
+    with worker_thread(db_url, broker.url):
+        publish_all(make_client(broker.url, "older-pub"), [live, *back])
+        wait_for(lambda: len(quarantine(db_url)) >= len(over) and len(rows_of(db_url)) >= len(expected(ok)),
+                 what="ever-older flood stored and quarantined")
+        time.sleep(0.5)
+        assert rows_of(db_url) == expected(ok)
+        q = quarantine(db_url)
+        assert {(t, bytes(p)) for t, _, _, p, _, _ in q} == set(over)
+        assert {code for _, code, _, _, _, _ in q} == {"rate_limited"}
+
+
 # --- the default limit and the simulated fleet ----------------------------------------------
 
 def test_default_rate_limit_never_touches_any_simulated_kind_even_ten_times_tighter() -> None:
