@@ -89,6 +89,9 @@ class RunnerConfig:
     name: str = "default"
     settle: timedelta = timedelta(seconds=5)
     max_logs: int = 200                         # ingest batches per step
+    #: ... and no more batches than hold this many readings (the first always goes): a step holds its
+    #: readings in memory, so this bounds the runner's working set when it catches up on a backlog
+    max_readings: int = 20_000
     max_status: int = 5000                      # device status changes per step
     max_crew: int = 5000                        # crew reports per step
     #: on a first start, begin this far back (None: all history)
@@ -282,10 +285,15 @@ class Runner:
                ORDER BY updated_at, id LIMIT %s""",
             (st["status_at"], st["status_id"], c.settle, c.max_status)).fetchall()
         logs = conn.execute(
-            """SELECT id, committed_at, min_time, max_time FROM ingest_log
-               WHERE committed_at >= %s AND (committed_at, id) > (%s, %s) AND committed_at < now() - %s
-               ORDER BY committed_at, id LIMIT %s""",
-            (st["log_at"], st["log_at"], st["log_id"], c.settle, c.max_logs)).fetchall()
+            """SELECT id, committed_at, min_time, max_time FROM (
+                 SELECT id, committed_at, min_time, max_time, readings,
+                        sum(readings) OVER (ORDER BY committed_at, id) AS upto
+                 FROM ingest_log
+                 WHERE committed_at >= %s AND (committed_at, id) > (%s, %s) AND committed_at < now() - %s
+                 ORDER BY committed_at, id LIMIT %s) l
+               WHERE upto - readings < %s
+               ORDER BY committed_at, id""",
+            (st["log_at"], st["log_at"], st["log_id"], c.settle, c.max_logs, max(1, c.max_readings))).fetchall()
         readings: list[dict] = []
         spans = [(g["min_time"], g["max_time"]) for g in logs if g["min_time"] is not None]
         if spans:

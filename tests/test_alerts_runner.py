@@ -194,6 +194,28 @@ def test_each_reading_reaches_the_engine_once_across_a_crash_and_a_restart(town,
     restarted.close()
 
 
+def test_a_backlog_is_taken_a_bounded_number_of_readings_at_a_time_each_once(town, db_url):
+    """Catching up on many batches: each step takes batches up to ``max_readings`` (at least one, even if
+    larger), so the runner's working set stays bounded; every reading still arrives once, in order."""
+    sizes = [3, 3, 9, 2, 2, 2, 3]                      # readings per batch (the 9 alone exceeds the cap)
+    t, sent = T0, []
+    for n in sizes:
+        rows = []
+        for _ in range(n):
+            t += MIN
+            rows.append(("bin-2", t, 0.1))
+        write(db_url, rows)
+        sent += rows
+    r = Runner(db_url, ScriptedEngine, RunnerConfig(settle=timedelta(0), initial_lookback=None, max_readings=6))
+    taken = []
+    while (res := r.step()).readings:
+        taken.append(res.readings)
+    assert taken == [6, 9, 6, 3]                       # 3+3 | 9 | 2+2+2 | 3
+    fed = [tuple(x) for x in checkpoint(db_url).fed]
+    assert fed == [(d, "fill", tt, v) for d, tt, v in sent]
+    r.close()
+
+
 def test_verdicts_status_and_the_welfare_gate_through_the_runner(town, db_url):
     r = Runner(db_url, ScriptedEngine, CFG)
     write(db_url, [("bin-2", T0, 0.95)])
