@@ -7,8 +7,13 @@ Load: devices, assets (with wards), readings by binary COPY (``ingest.pgcopy``)
 in device-ordered chunks, batches, quarantine, alerts and deliveries; the
 rollups are computed with one ``INSERT … SELECT`` per table (and an
 ``ingest_log`` row covering the range, so ``ss_refresh_rollups`` agrees), the
-panel rollups of migration 0011 by its ``ss_rebuild_panel_rollups``; then
-``ANALYZE``.
+panel rollups of migrations 0011 and 0014 by ``ss_rebuild_panel_rollups``; then
+``VACUUM ANALYZE``.
+
+``--reuse`` (with ``--data-dir``) re-times the load a previous run left there
+(``bench-api-load.json``, written when a load completes, for the same devices
+and days) instead of loading again: the database is migrated first, and history
+a new migration leaves to the backfill is rebuilt at once, as a load does.
 
 Per-kind cadences (chosen so 10,000 x 30 days loads in a few minutes on 2 cores):
 
@@ -346,7 +351,8 @@ def load(url: str, devices: int, days: int, seed: int = 11) -> dict:
         hourly = c.execute("SELECT count(*) FROM readings_hourly").fetchone()[0]
         daily = c.execute("SELECT count(*) FROM readings_daily").fetchone()[0]
         panel_rows = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                      for t in ("readings_hourly_by_ward", "ingest_lag_hourly", "road_bump_events")}
+                      for t in ("readings_hourly_by_ward", "ingest_lag_hourly", "road_bump_events",
+                                "pm25_corrected_hourly_by_ward", "bin_fill_trend_hourly")}
         size = c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     out["rows"] = {"devices": len(devs), "readings": n, "readings_hourly": hourly, "readings_daily": daily, **panel_rows, **side}
     out["load_s"] = {"registry": round(t1 - t0, 1), "readings_copy": round(t2 - t1, 1),
@@ -556,8 +562,39 @@ def _serve(app):
 # --------------------------------------------------------------------------- entry points
 
 
+def _reusable(marker: Path | None, url: str, devices: int, days: int) -> dict | None:
+    """The recorded load of ``marker`` if it is a complete load of this size, after migrating the
+    database (new migrations apply to the reused data, as on a council's server); else None."""
+    if marker is None or not marker.exists():
+        return None
+    rec = json.loads(marker.read_text())
+    if rec.get("devices") != devices or rec.get("days") != days:
+        return None
+    with psycopg.connect(url, autocommit=True) as c:
+        n = c.execute("SELECT count(*) FROM devices").fetchone()[0]
+        if n != rec["rows"]["devices"]:
+            return None
+        applied = migrate(c, timescale="off")
+        t0 = time.perf_counter()
+        with c.transaction():
+            floor, to = c.execute("SELECT backfill_floor, backfill_to FROM panel_rollup_state").fetchone()
+            if to is not None:      # a migration left history to backfill: all of it at once, as load() does
+                c.execute("SET LOCAL work_mem = '256MB'")
+                c.execute("SELECT ss_rebuild_panel_rollups(%s, %s)", (floor, to))
+                c.execute("UPDATE panel_rollup_state SET backfill_to = NULL")
+        t1 = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("VACUUM ANALYZE")
+        size = c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    rec.pop("devices"), rec.pop("days")
+    rec["reused"] = {"migrations_applied": applied, "backfill_s": round(t1 - t0, 1),
+                     "vacuum_analyze_s": round(time.perf_counter() - t1, 1)}
+    rec["database_mb"] = round(size / 2**20)
+    return rec
+
+
 def bench_api(devices: int = 10_000, days: int = 30, json_out: bool = True, repeats: int = 20,
-              database_url: str | None = None, data_dir: Path | None = None) -> dict:
+              database_url: str | None = None, data_dir: Path | None = None, reuse: bool = False) -> dict:
     """Load ``devices`` x ``days`` and time every panel and SensorThings endpoint; returns the figures.
 
     ``json_out`` only decides whether progress lines go to stderr (False) or not.
@@ -582,9 +619,18 @@ def bench_api(devices: int = 10_000, days: int = 30, json_out: bool = True, repe
             server = "embedded PostgreSQL"
         with psycopg.connect(url, autocommit=True) as c:
             version = c.execute("SHOW server_version").fetchone()[0]
-        say(f"loading {devices} devices x {days} days …")
-        loaded = load(url, devices, days)
-        say(f"loaded {loaded['rows']['readings']} readings in {loaded['load_s']['total']} s; timing panels …")
+        marker = (Path(data_dir) / "bench-api-load.json") if (data_dir and not database_url) else None
+        loaded = _reusable(marker, url, devices, days) if reuse else None
+        if loaded is None:
+            if reuse and marker is not None and marker.exists():
+                raise SystemExit(f"{marker} describes another load; use another --data-dir (or drop --reuse)")
+            say(f"loading {devices} devices x {days} days …")
+            loaded = load(url, devices, days)
+            if marker is not None:                                   # written last: marks a complete load
+                marker.write_text(json.dumps({"devices": devices, "days": days, **loaded}, default=str))
+            say(f"loaded {loaded['rows']['readings']} readings in {loaded['load_s']['total']} s; timing panels …")
+        else:
+            say(f"reusing the load in {data_dir} ({loaded['rows']['readings']} readings); timing panels …")
         load_before = [round(x, 2) for x in os.getloadavg()]
         start, end = dt.datetime.fromisoformat(loaded["start"]), dt.datetime.fromisoformat(loaded["end"])
         panels, all_ms, sqls = time_panels(url, repeats, start, end)

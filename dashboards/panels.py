@@ -22,6 +22,10 @@ SQL conventions (Grafana PostgreSQL datasource):
 * "latest in the range" panels read the last few hours of the range through
   the (metric, bucket) index and look further back, device by device, only
   for devices silent in those hours (:func:`latest_join`);
+* migration 0014: "Time to full" reads each filling bin's 12-hour trend as of
+  the end of the range from ``bin_fill_trend_hourly``, and the air panels show
+  one line per ward, from ``readings_hourly_by_ward`` and
+  ``pm25_corrected_hourly_by_ward``;
 * template variables: ``$tenant`` (single, quoted in the SQL), ``$ward``
   (multi, custom All value ``'__all'`` which also keeps devices without a
   ward), ``$kind`` (multi), and per dashboard ``$tz``, ``$noise_day``,
@@ -164,20 +168,17 @@ FROM {DEV_JOIN}
 WHERE {BIN_FILTER} AND d.lat IS NOT NULL AND f.bucket IS NOT NULL""",
         ("device_id", "asset_id", "bin_kind", "ward", "latitude", "longitude", "fill_pct", "at"), w=14, h=14,
         unit="percent", description="Latest hourly mean fill per bin in the range."),
-    PanelSpec("Time to full (fastest first)", "table", f"""SELECT d.device_id, a.asset_id, a.ward, round(s.fill::numeric * 100, 1) AS fill_pct,
-  round((s.rate * 100)::numeric, 2) AS pct_per_hour,
-  round(((1 - s.fill) / s.rate)::numeric, 1) AS hours_to_full
-FROM {DEV_JOIN}
-JOIN (SELECT h.device_id, regr_slope(h.sum / h.n, date_part('epoch', h.bucket) / 3600) AS rate
-      FROM readings_hourly h
-      WHERE h.metric = {M['fill']} AND h.bucket >= {TO} - interval '12 hours' AND h.bucket < {TO}
-      GROUP BY h.device_id) r ON r.device_id = d.id
-{latest_join("fill", "h.sum / h.n", "f", "2 hours", f"{TO} - interval '12 hours'", f"< {TO}")}
-CROSS JOIN LATERAL (SELECT r.rate, f.v AS fill) s
-WHERE {BIN_FILTER} AND s.rate > 0 AND s.fill < 1
-ORDER BY hours_to_full LIMIT 50""",
+    PanelSpec("Time to full (fastest first)", "table", f"""SELECT d.device_id, a.asset_id, a.ward, round(t.fill::numeric * 100, 1) AS fill_pct,
+  round((t.rate * 100)::numeric, 2) AS pct_per_hour,
+  round(t.hours_to_full::numeric, 1) AS hours_to_full
+FROM bin_fill_trend_hourly t JOIN {DEV_JOIN} ON d.id = t.device_id
+WHERE t.bucket = date_trunc('hour', {TO} - interval '1 microsecond', 'UTC') AND t.rate > 1e-6 AND t.fill < 1
+  AND {BIN_FILTER}
+ORDER BY t.hours_to_full LIMIT 50""",
         ("device_id", "asset_id", "ward", "fill_pct", "pct_per_hour", "hours_to_full"), w=10, h=14,
-        description="Linear trend of the last 12 hourly means before the end of the range."),
+        description="Linear trend of the last 12 hourly means before the end of the range (rollup "
+                    "bin_fill_trend_hourly, migration 0014: the trend of each bin as of each hour); bins "
+                    "filling by less than 0.0001 % an hour are not filling."),
     PanelSpec("Missed collections per day", "timeseries", f"""SELECT $__timeGroupAlias(a.window_start, '1d'), count(*) AS "missed collections"
 FROM alerts a
 WHERE a.tenant = '$tenant' AND a.kind = 'missed_collection' AND $__timeFilter(a.window_start) AND {WARD}
@@ -218,27 +219,23 @@ LATERAL (SELECT 1 + greatest(coalesce(width_bucket(round(pm25_24h)::float8, {DAQ
                              coalesce(width_bucket(round(pm10_24h)::float8, {DAQI_PM10}), 0)) AS daqi) x
 ORDER BY daqi DESC, site""",
         ("site", "ward", "latitude", "longitude", "pm25_24h", "pm10_24h", "daqi", "band"), w=24),
-    PanelSpec("PM2.5 and PM10 (hourly means)", "timeseries", f"""SELECT $__timeGroupAlias(h.bucket, '1h'),
-  d.device_id || CASE h.metric WHEN {M['pm25']} THEN ' pm25' WHEN {M['pm10']} THEN ' pm10' END AS metric,
-  h.sum / h.n AS value
-FROM readings_hourly h JOIN {DEV_JOIN} ON d.id = h.device_id
-WHERE h.metric IN ({M['pm25']}, {M['pm10']}) AND $__timeFilter(h.bucket) AND {AIR_FILTER}
-ORDER BY h.bucket, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
-        description="One series per site and pollutant (readings_hourly has one row per site, pollutant and hour; "
-                    "sorted on the hour itself, the same order as on the time column)."),
-    PanelSpec("PM2.5 corrected for humidity", "timeseries", f"""SELECT $__timeGroupAlias(s.bucket, '1h'), d.device_id AS metric,
-  s.pm / (1 + (0.4 / 1.65) / (100.0 / least(greatest(s.rh, 1.0), 95.0) - 1)) AS value
-FROM (SELECT h.device_id, h.bucket,   -- one scan of both metrics, paired per site and hour
-        sum(h.sum) FILTER (WHERE h.metric = {M['pm25']}) / sum(h.n) FILTER (WHERE h.metric = {M['pm25']}) AS pm,
-        sum(h.sum) FILTER (WHERE h.metric = {M['rh']}) / sum(h.n) FILTER (WHERE h.metric = {M['rh']}) AS rh
-      FROM readings_hourly h
-      WHERE h.metric IN ({M['pm25']}, {M['rh']}) AND $__timeFilter(h.bucket)
-        AND h.device_id IN (SELECT id FROM devices WHERE tenant = '$tenant' AND kind = 'air')
-      GROUP BY 1, 2) s
-JOIN {DEV_JOIN} ON d.id = s.device_id
-WHERE s.pm IS NOT NULL AND s.rh IS NOT NULL AND {AIR_FILTER}
-ORDER BY s.bucket, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
-        description="κ-Köhler growth correction (Crilley et al. 2018), κ = 0.4, RH capped at 95 %."),
+    PanelSpec("PM2.5 and PM10 by ward (hourly means)", "timeseries", f"""SELECT $__timeGroupAlias(w.bucket, '1h'),
+  coalesce(w.ward, '(no ward)') || CASE w.metric WHEN {M['pm25']} THEN ' pm25' ELSE ' pm10' END AS metric,
+  w.sum_avg / w.devices AS value
+FROM {BY_WARD} w
+WHERE w.tenant = '$tenant' AND w.metric IN ({M['pm25']}, {M['pm10']}) AND $__timeFilter(w.bucket)
+  AND w.kind = 'air' AND {ward_of("w")}
+ORDER BY w.bucket, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
+        description="Mean of the sites' hourly means, one line per ward and pollutant (rollup "
+                    "readings_hourly_by_ward); each site's own figures are in the DAQI table."),
+    PanelSpec("PM2.5 corrected for humidity, by ward", "timeseries", f"""SELECT $__timeGroupAlias(c.bucket, '1h'),
+  coalesce(c.ward, '(no ward)') AS metric, c.sum / c.sites AS value
+FROM pm25_corrected_hourly_by_ward c
+WHERE c.tenant = '$tenant' AND $__timeFilter(c.bucket) AND {ward_of("c")}
+ORDER BY c.bucket, 2""", ("time", "metric", "value"), "time_series", "µg/m³", w=12,
+        description="κ-Köhler growth correction (Crilley et al. 2018), κ = 0.4, RH capped at 95 %, applied to each "
+                    "site's hourly means, then averaged over the ward's sites (rollup pm25_corrected_hourly_by_ward, "
+                    "migration 0014)."),
 ))
 
 # --------------------------------------------------------------------------- noise

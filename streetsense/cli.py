@@ -252,11 +252,12 @@ def bench_gateway_cmd(readings: Annotated[int, typer.Option(help="readings to bu
 @bench_app.command("api")
 def bench_api_cmd(devices: int = 10_000, days: int = 30, repeats: int = 20,
                   data_dir: Annotated[Optional[Path], typer.Option(help="embedded PostgreSQL data (on disk: ~5 GB)")] = None,
-                  json_out: Annotated[bool, typer.Option("--json", help="print JSON only")] = False) -> None:
+                  json_out: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+                  reuse: Annotated[bool, typer.Option(help="re-time a complete load of the same size in --data-dir (migrated first) instead of loading")] = False) -> None:
     """Dashboard panel and SensorThings p50/p99 latency over a synthetic fleet (30 days x 10,000 devices)."""
     from dashboards.bench import bench_api
 
-    res = bench_api(devices=devices, days=days, json_out=json_out, repeats=repeats, data_dir=data_dir)
+    res = bench_api(devices=devices, days=days, json_out=json_out, repeats=repeats, data_dir=data_dir, reuse=reuse)
     print(json.dumps(res, indent=None if json_out else 2, default=str))
 
 
