@@ -266,18 +266,25 @@ GROUP BY 1, 2 ORDER BY 1""", ("hour_of_week", "slot", "laeq_db"), unit="dB", w=2
         description="Energy mean over sites and weeks of the hourly means (an hourly mean is the arithmetic "
                     "mean of the interval LAeq values, which the rollups keep)."),
     PanelSpec("Hours over the limit by site", "table", LOCAL_HOURS + f"""SELECT d.device_id AS site, a.ward,
-  count(*) FILTER (WHERE {HMEAN} > {LIMIT}) AS exceedance_hours,
-  count(*) FILTER (WHERE {HMEAN} > {LIMIT} AND {NIGHT}) AS night_exceedance_hours,
-  count(*) AS hours, round(max({HMEAN})::numeric, 1) AS loudest_hour_db
-FROM readings_hourly h JOIN z ON z.bucket = h.bucket JOIN {DEV_JOIN} ON d.id = h.device_id
-WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
-GROUP BY 1, 2 ORDER BY exceedance_hours DESC, site""",
+  s.exceedance_hours, s.night_exceedance_hours, s.hours, round(s.loudest::numeric, 1) AS loudest_hour_db
+FROM (SELECT h.device_id,                 -- grouped on the device's key, named afterwards
+        count(*) FILTER (WHERE {HMEAN} > {LIMIT}) AS exceedance_hours,
+        count(*) FILTER (WHERE {HMEAN} > {LIMIT} AND {NIGHT}) AS night_exceedance_hours,
+        count(*) AS hours, max({HMEAN}) AS loudest
+      FROM readings_hourly h JOIN z ON z.bucket = h.bucket
+      WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket)
+        AND h.device_id IN (SELECT d.id FROM {DEV_JOIN} WHERE {NOISE_FILTER})
+      GROUP BY 1) s
+JOIN {DEV_JOIN} ON d.id = s.device_id
+ORDER BY exceedance_hours DESC, site""",
         ("site", "ward", "exceedance_hours", "night_exceedance_hours", "hours", "loudest_hour_db"), w=12),
-    PanelSpec("Exceedances per day", "timeseries", LOCAL_HOURS + f"""SELECT $__timeGroupAlias(s.day, '1d'), s.metric, s.value FROM (
-  SELECT z.day, d.device_id AS metric, count(*) FILTER (WHERE {HMEAN} > {LIMIT}) AS value
-  FROM readings_hourly h JOIN z ON z.bucket = h.bucket JOIN {DEV_JOIN} ON d.id = h.device_id
-  WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket) AND {NOISE_FILTER}
+    PanelSpec("Exceedances per day", "timeseries", LOCAL_HOURS + f"""SELECT $__timeGroupAlias(s.day, '1d'), d.device_id AS metric, s.value FROM (
+  SELECT z.day, h.device_id, count(*) FILTER (WHERE {HMEAN} > {LIMIT}) AS value
+  FROM readings_hourly h JOIN z ON z.bucket = h.bucket
+  WHERE h.metric = {M['laeq']} AND $__timeFilter(h.bucket)
+    AND h.device_id IN (SELECT d.id FROM {DEV_JOIN} WHERE {NOISE_FILTER})
   GROUP BY 1, 2) s
+JOIN devices d ON d.id = s.device_id
 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=12),
 ))
 
