@@ -330,11 +330,13 @@ FROM defects ORDER BY hits DESC LIMIT 2000""",
         w=14, h=14),
     PanelSpec("Castings vs potholes", "piechart", ROAD_EVENTS + """
 SELECT class, count(*) AS defects FROM defects GROUP BY 1 ORDER BY 1""", ("class", "defects"), w=10, h=7),
-    PanelSpec("Passes (vehicle hours with bump events)", "timeseries", f"""SELECT $__timeGroupAlias(s.day, '1d'), s.metric, s.value FROM (
-  SELECT date_trunc('day', h.bucket, 'UTC') AS day, d.device_id AS metric, count(*) AS value
-  FROM readings_hourly h JOIN devices d ON d.id = h.device_id
-  WHERE h.metric = {M['speed']} AND $__timeFilter(h.bucket) AND d.tenant = '$tenant' AND d.kind = 'road'
+    PanelSpec("Passes (vehicle hours with bump events)", "timeseries", f"""SELECT $__timeGroupAlias(s.day, '1d'), d.device_id AS metric, s.value FROM (
+  SELECT date_trunc('day', h.bucket, 'UTC') AS day, h.device_id, count(*) AS value
+  FROM readings_hourly h
+  WHERE h.metric = {M['speed']} AND $__timeFilter(h.bucket)
+    AND h.device_id IN (SELECT id FROM devices WHERE tenant = '$tenant' AND kind = 'road')
   GROUP BY 1, 2) s
+JOIN devices d ON d.id = s.device_id
 ORDER BY 1, 2""", ("time", "metric", "value"), "time_series", w=10, h=7),
     PanelSpec("Road defect alerts", "table", """SELECT a.entity, a.kind, a.severity, a.status, a.lat AS latitude, a.lon AS longitude,
   a.window_start, a.verdict
