@@ -162,12 +162,13 @@ BIN_FILTER = f"d.tenant = '$tenant' AND d.kind = 'bin_fill' AND {WARD}"
 BINS = DashboardSpec("ss-bins", "StreetSense: bins",
     "Fill levels, forecasts and missed collections.", ("tenant", "ward"), (
     PanelSpec("Fill level", "geomap", f"""SELECT d.device_id, a.asset_id, a.bin_kind, a.ward,
-  d.lat AS latitude, d.lon AS longitude, round(f.v::numeric * 100, 1) AS fill_pct, f.bucket AS at
+  d.lat AS latitude, d.lon AS longitude, round(f.v * 1000) / 10 AS fill_pct, f.bucket AS at
 FROM {DEV_JOIN}
-{latest_join("fill", "h.sum / h.n", "f", "2 hours")}
+{latest_join("fill", "h.sum / h.n", "f", "1 hour")}
 WHERE {BIN_FILTER} AND d.lat IS NOT NULL AND f.bucket IS NOT NULL""",
         ("device_id", "asset_id", "bin_kind", "ward", "latitude", "longitude", "fill_pct", "at"), w=14, h=14,
-        unit="percent", description="Latest hourly mean fill per bin in the range."),
+        unit="percent", description="Latest hourly mean fill per bin in the range (bins report hourly: the last "
+        "hour's rows of the (metric, bucket) index give almost every bin's; a float, not a numeric, for 8,000 bins)."),
     PanelSpec("Time to full (fastest first)", "table", f"""SELECT d.device_id, a.asset_id, a.ward, round(t.fill::numeric * 100, 1) AS fill_pct,
   round((t.rate * 100)::numeric, 2) AS pct_per_hour,
   round(t.hours_to_full::numeric, 1) AS hours_to_full
