@@ -115,7 +115,9 @@ API_ROLE = "streetsense_api"
 DATASOURCE_ROLE = "streetsense_datasource"
 #: Never granted to the restricted roles, whatever they contain.
 SECRET_TABLES = frozenset({"api_tokens", "service_accounts", "device_credentials", "ss_role_tenants",
-                           "ingest_replay_key"})
+                           "ingest_replay_key",
+                           # the model runner's state: every tenant's, and only the runner reads it
+                           "alert_runner_state", "alert_runner_devices"})
 #: Reference data without a tenant that datasource (Grafana) roles may read.
 DATASOURCE_GLOBAL = frozenset({"metrics"})
 DEVICE_COLUMNS = ("device_id", "device_pk")

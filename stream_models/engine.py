@@ -341,6 +341,34 @@ class Engine:
             raise ValueError(f"engine state {d['version']} is incompatible with {ENGINE_VERSION}")
         return d["engine"]
 
+    def dump_parts(self) -> tuple[bytes, dict[tuple[str, str], bytes]]:
+        """The state in parts: the engine without its devices (:meth:`dumps`), and each device's state
+        on its own, by ``(tenant, device_id)``. A checkpoint can then rewrite only the devices whose
+        bytes changed, not the whole town each time (a device's state references nothing outside it).
+
+        >>> e = Engine({"timezone": "UTC"})
+        >>> e.register(DeviceInfo("t", "bin-1", "bin_fill", 52.9, -1.1, {"asset_id": "b1"}))
+        >>> core, devs = e.dump_parts()
+        >>> e2 = Engine.load_parts(core, devs.items())
+        >>> sorted(devs), e2.devices[("t", "bin-1")].state.asset_id, e2.tenants["t"].bins["b1"]
+        ([('t', 'bin-1')], 'b1', ('t', 'bin-1'))
+        """
+        devices = self.devices
+        self.devices = {}
+        try:
+            core = self.dumps()
+        finally:
+            self.devices = devices
+        return core, {k: pickle.dumps(ds, protocol=pickle.HIGHEST_PROTOCOL) for k, ds in devices.items()}
+
+    @classmethod
+    def load_parts(cls, core: bytes, devices: Iterable[tuple[tuple[str, str], bytes]]) -> "Engine":
+        """The engine :meth:`dump_parts` split (devices in any order)."""
+        e = cls.loads(core)
+        for k, blob in devices:
+            e.devices[(k[0], k[1])] = pickle.loads(blob)
+        return e
+
     # ---- dispatch --------------------------------------------------------------
     def process(self, event: Any) -> list[Finding]:
         if isinstance(event, tuple) and not hasattr(event, "_fields") and len(event) == 6:

@@ -128,7 +128,9 @@ def _checkpoint_bytes(db_url: str) -> int | None:
     """Size of the alerts runner's engine checkpoint (its model state), to tell state growth from leaks."""
     try:
         with psycopg.connect(db_url, connect_timeout=5) as c:
-            row = c.execute("SELECT octet_length(engine) FROM alert_runner_state WHERE runner = 'default'").fetchone()
+            row = c.execute("""SELECT octet_length(engine) + coalesce((SELECT sum(octet_length(state))::bigint
+                                   FROM alert_runner_devices WHERE runner = 'default'), 0)
+                               FROM alert_runner_state WHERE runner = 'default'""").fetchone()
         return row[0] if row else None
     except psycopg.Error:
         return None
