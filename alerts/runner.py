@@ -324,14 +324,25 @@ class Runner:
         self.saved_devices = len(changed)
         return core, saved
 
+    def _state_hash(self) -> str:
+        """SHA-256 of the engine's whole state (device by device where it splits: no one giant pickle)."""
+        if not hasattr(self.engine, "dump_parts"):
+            return hashlib.sha256(_as_bytes(self.engine.dumps())).hexdigest()
+        core, devices = self.engine.dump_parts()
+        h = hashlib.sha256(core)
+        for k in sorted(devices):
+            h.update(repr(k).encode())
+            h.update(devices[k])
+        return h.hexdigest()
+
     def _feedback(self, conn: psycopg.Connection) -> int:
         rows = conn.execute("""SELECT id, alert_id, tenant, kind, entity, verdict FROM alert_feedback
                                WHERE applied_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED""").fetchall()
         for r in rows:
-            before = hashlib.sha256(_as_bytes(self.engine.dumps())).hexdigest()
+            before = self._state_hash()
             changes = self.engine.feedback(r["kind"], r["entity"], r["verdict"] == "true_positive",
                                            tenant=r["tenant"])
-            after = hashlib.sha256(_as_bytes(self.engine.dumps())).hexdigest()
+            after = self._state_hash()
             conn.execute("""UPDATE alert_feedback SET applied_at = now(), applied_by = %s, result = %s
                             WHERE id = %s""",
                          (self.config.name, store.jsonb({"changes": changes, "state_changed": before != after,
