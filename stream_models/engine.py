@@ -133,6 +133,10 @@ class EngineConfig:
     #: all that time); 60 is about a week and a half, against the 3.5 days of 5-minute values (1,000) an
     #: air or noise node keeps
     anomaly_window: dict = field(default_factory=lambda: {"bin_fill": 60, "*": 1000})
+    #: values normalised by the exact order statistic before the scorer's histogram takes over (the
+    #: NAB-measured default, 5,000, is ~17 days of an air node; at a bin's ~7 RSSI a day it would be a
+    #: sorted array growing for two years, so bins start on the histogram)
+    anomaly_exact: dict = field(default_factory=lambda: {"bin_fill": 0, "*": 5000})
     anomaly_threshold: float = 3.0
     anomaly_cooldown_h: float = 12.0
     #: model hyperparameter overrides by class name, e.g. {"FillSensorFaults": {"stuck_n": 10}}
@@ -692,8 +696,9 @@ class Engine:
     def _generic(self, ds: _Dev, t: int, metric: str, v: float, out: list) -> None:
         sc = ds.scorers.get(metric)
         if sc is None:
-            aw = self.config.anomaly_window
-            sc = ds.scorers[metric] = self._mk(RobustAnomalyScorer, window=int(aw.get(ds.kind, aw.get("*", 1000))))
+            aw, ae = self.config.anomaly_window, self.config.anomaly_exact
+            sc = ds.scorers[metric] = self._mk(RobustAnomalyScorer, window=int(aw.get(ds.kind, aw.get("*", 1000))),
+                                               exact=int(ae.get(ds.kind, ae.get("*", 5000))))
         s = sc.score_learn_one(v)
         thr = self.config.anomaly_threshold * ds.cool.get(("thr", metric), 1.0)
         if s >= thr and t >= ds.cool.get(metric, 0):
