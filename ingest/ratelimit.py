@@ -115,12 +115,13 @@ class RateLimiter:
             if b.history >= n:
                 b.history -= n
                 return True
-            self.limited += 1
-            self.limited_readings += n
-            return False
+            return self._refuse(n)
         if b.tokens >= n:
             b.tokens -= n
             return True
+        return self._refuse(n)
+
+    def _refuse(self, n: int) -> bool:
         self.limited += 1
         self.limited_readings += n
         return False
