@@ -97,6 +97,18 @@ def split(msgs: list[tuple[str, bytes]], rate: float, burst: int) -> tuple[list,
     return ok, over
 
 
+def assert_limited(db_url: str, ok: list, over: list) -> None:
+    """Once it has all arrived: exactly ``ok`` stored, exactly ``over`` quarantined ``rate_limited``."""
+    wait_for(lambda: len(quarantine(db_url)) >= len(over) and len(rows_of(db_url)) >= len(expected(ok)),
+             what="stored and quarantined")
+    time.sleep(0.5)
+    assert rows_of(db_url) == expected(ok)
+    q = quarantine(db_url)
+    assert {(t, bytes(p)) for t, _, _, p, _, _ in q} == set(over)
+    assert {code for _, code, _, _, _, _ in q} == {"rate_limited"}
+    assert all("rate limit" in reason for _, _, reason, _, _, _ in q)
+
+
 def test_flood_from_one_device_is_quarantined_rate_limited_others_flow_and_replay_loses_nothing(db_url, broker):
     hog, *others = register(db_url, 3)
     rate, burst = 5.0, 200
@@ -110,15 +122,8 @@ def test_flood_from_one_device_is_quarantined_rate_limited_others_flow_and_repla
     before = counter("streetsense_ingest_rate_limited_readings_total")
     with worker_thread(db_url, broker.url, rate_readings_per_s=rate, rate_burst=burst):
         publish_all(make_client(broker.url, "flood-pub"), [*msgs, status])
-        wait_for(lambda: len(quarantine(db_url)) >= len(over) and len(rows_of(db_url)) >= len(expected(ok)),
-                 what="flood stored and quarantined")
-        time.sleep(0.5)
         # nothing dropped: what was let through is stored, the excess is in quarantine, raw bytes and reason
-        assert rows_of(db_url) == expected(ok)
-        q = quarantine(db_url)
-        assert {(t, bytes(p)) for t, _, _, p, _, _ in q} == set(over)
-        assert {code for _, code, _, _, _, _ in q} == {"rate_limited"}
-        assert all("rate limit" in reason for _, _, reason, _, _, _ in q)
+        assert_limited(db_url, ok, over)
         # the other devices were not slowed at all, and the hog's later pack and status went through
         assert expected(quiet + later) <= rows_of(db_url)
         with psycopg.connect(db_url) as c:
@@ -158,13 +163,7 @@ def test_a_device_cannot_forge_the_replay_marker_to_dodge_the_limit(db_url, brok
     before = counter("streetsense_ingest_forged_replay_marks_total")
     with worker_thread(db_url, broker.url, rate_readings_per_s=rate, rate_burst=burst):
         publish_all(make_client(broker.url, "forger"), msgs, properties=forged)
-        wait_for(lambda: len(quarantine(db_url)) >= len(over) and len(rows_of(db_url)) >= len(expected(ok)),
-                 what="forged flood stored and quarantined")
-        time.sleep(0.5)
-        assert rows_of(db_url) == expected(ok)
-        q = quarantine(db_url)
-        assert {(t, bytes(p)) for t, _, _, p, _, _ in q} == set(over)
-        assert {code for _, code, _, _, _, _ in q} == {"rate_limited"}
+        assert_limited(db_url, ok, over)
         assert counter("streetsense_ingest_forged_replay_marks_total") - before == len(msgs)
         # the operator's signed replay still gets them in
         with psycopg.connect(db_url) as c:
@@ -384,13 +383,7 @@ def test_ever_older_timestamps_run_dry_the_history_allowance_and_are_quarantined
     assert len(over) >= 30 and live in ok                    # the allowance (10,000) runs dry
     with worker_thread(db_url, broker.url):
         publish_all(make_client(broker.url, "older-pub"), [live, *back])
-        wait_for(lambda: len(quarantine(db_url)) >= len(over) and len(rows_of(db_url)) >= len(expected(ok)),
-                 what="ever-older flood stored and quarantined")
-        time.sleep(0.5)
-        assert rows_of(db_url) == expected(ok)
-        q = quarantine(db_url)
-        assert {(t, bytes(p)) for t, _, _, p, _, _ in q} == set(over)
-        assert {code for _, code, _, _, _, _ in q} == {"rate_limited"}
+        assert_limited(db_url, ok, over)
 
 
 # --- the default limit and the simulated fleet ----------------------------------------------
