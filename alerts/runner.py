@@ -195,9 +195,14 @@ def load_checkpoint(conn: psycopg.Connection, engine_cls: Any, runner: str = "de
         return None
     if not hasattr(engine_cls, "load_parts"):
         return engine_cls.loads(bytes(row[0]))
-    parts = cur.execute("SELECT dev_tenant, dev_id, state FROM alert_runner_devices WHERE runner = %s",
-                        (runner,)).fetchall()
-    return engine_cls.load_parts(bytes(row[0]), [((t, d), bytes(b)) for t, d, b in parts])
+    return engine_cls.load_parts(bytes(row[0]), _device_states(conn, runner))
+
+
+def _device_states(conn: psycopg.Connection, runner: str) -> list[tuple[tuple[str, str], bytes]]:
+    """((tenant, device id), state) of every device row a runner committed."""
+    rows = conn.cursor(row_factory=tuple_row).execute(
+        "SELECT dev_tenant, dev_id, state FROM alert_runner_devices WHERE runner = %s", (runner,)).fetchall()
+    return [((t, d), bytes(b)) for t, d, b in rows]
 
 
 def _digest(blob: bytes) -> bytes:
@@ -295,9 +300,7 @@ class Runner:
         fresh = self.factory()
         if core is None or not hasattr(fresh, "load_parts"):
             return restore(lambda: fresh, core), {}
-        rows = conn.execute("SELECT dev_tenant, dev_id, state FROM alert_runner_devices WHERE runner = %s",
-                            (self.config.name,)).fetchall()
-        parts = [((r["dev_tenant"], r["dev_id"]), bytes(r["state"])) for r in rows]
+        parts = _device_states(conn, self.config.name)
         return type(fresh).load_parts(bytes(core), parts), {k: _digest(b) for k, b in parts}
 
     def _save_devices(self, conn: psycopg.Connection) -> tuple[bytes, dict]:
